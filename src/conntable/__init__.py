@@ -1,0 +1,38 @@
+"""conntable: the connection table of a high-connection-count server.
+
+``ConnectionTable`` maps connection ids to values and keeps, per entry, the
+last activity, an idle timeout and an optional deadline. Recording activity
+(:meth:`~ConnectionTable.touch`) is one cheap C call; finding the entries
+that are due (:meth:`~ConnectionTable.expire`) costs O(expired), thanks to a
+hierarchical timer wheel.
+
+``ConnectionTable`` is the compiled class when the extension is built and
+``CONNTABLE_NO_EXTENSIONS`` is unset, else the pure-Python twin, which is
+always available as ``PyConnectionTable``. ``IMPLEMENTATION`` says which.
+"""
+
+import os as _os
+
+from ._common import Expired, TableFull
+from ._pytable import ConnectionTable as PyConnectionTable
+
+__version__ = "0.1.0"
+
+IMPLEMENTATION = "python"
+ConnectionTable = PyConnectionTable
+
+if not _os.environ.get("CONNTABLE_NO_EXTENSIONS"):
+    try:
+        from ._ctable import ConnectionTable  # type: ignore[no-redef]
+    except ImportError:  # not built: the twin serves
+        pass
+    else:
+        IMPLEMENTATION = "cython"
+
+__all__ = (
+    "ConnectionTable",
+    "PyConnectionTable",
+    "Expired",
+    "TableFull",
+    "IMPLEMENTATION",
+)
