@@ -403,7 +403,16 @@ cdef class ConnectionTable:
     def __delitem__(self, key):
         self._remove_at(self._find(key))
 
-    pop = MutableMapping.pop
+    def pop(self, key, default=_MISSING, /):
+        """Remove ``key`` and return its value; ``default`` (or KeyError) if absent."""
+        cdef uint32_t i = index_find(&self.index, self.entries, key_of(key))
+        if i != NIL:
+            return self._remove_at(i)
+        if default is _MISSING:
+            raise KeyError(key)
+        return default
+
+    # The rest of the MutableMapping protocol, from the standard library's own code.
     popitem = MutableMapping.popitem
     setdefault = MutableMapping.setdefault
     update = MutableMapping.update

@@ -45,7 +45,7 @@ class ConnectionTable:
 
     __slots__ = (
         "_entries", "_wheel", "_now", "_origin", "_resolution", "_idle_timeout",
-        "_max_size", "_version", "__weakref__",
+        "_max_size", "_version", "_peak", "__weakref__",
     )
 
     def __init__(
@@ -65,6 +65,7 @@ class ConnectionTable:
         self._entries: dict[int, _Entry] = {}
         self._wheel = Wheel()
         self._version = 0
+        self._peak = 0  # the most entries since the dict was last rebuilt
 
     # -- read-only settings ------------------------------------------------
     @property
@@ -102,17 +103,17 @@ class ConnectionTable:
         return len(self._entries)
 
     def __contains__(self, key: object) -> bool:
-        if type(key) is not int:
-            key = c.check_key(key)
-        return key in self._entries
+        if type(key) is int and key in self._entries:
+            return True
+        return c.check_key(key) in self._entries
 
     def __getitem__(self, key: int) -> Any:
         return self._lookup(key).value
 
-    def get(self, key: int, default: Any = None) -> Any:
-        if type(key) is not int:
-            key = c.check_key(key)
-        entry = self._entries.get(key)
+    def get(self, key: int, default: Any = None, /) -> Any:
+        entry = self._entries.get(key)  # type: ignore[call-overload]
+        if entry is None or type(key) is not int:
+            entry = self._entries.get(c.check_key(key))
         return default if entry is None else entry.value
 
     def last_activity(self, key: int) -> float:
@@ -153,9 +154,9 @@ class ConnectionTable:
         now = self._now
         found = 0
         for key in keys:
-            if type(key) is not int:
-                key = c.check_key(key)
             entry = entries.get(key)
+            if entry is None or type(key) is not int:
+                entry = entries.get(c.check_key(key))
             if entry is not None:
                 entry.last = now
                 found += 1
@@ -171,8 +172,7 @@ class ConnectionTable:
         deadline: Optional[float] = None,
     ) -> None:
         """Insert ``key``; KeyError if present, TableFull if ``len == max_size``."""
-        if type(key) is not int:
-            key = c.check_key(key)
+        key = c.check_key(key)
         idle = self._idle_timeout if idle_timeout is None else c.check_timeout("idle_timeout", idle_timeout)
         when = c.check_deadline(deadline)
         if key in self._entries:
@@ -183,14 +183,18 @@ class ConnectionTable:
         if len(self._entries) == self._max_size:
             raise c.TableFull(f"the table holds max_size={self._max_size} entries")
         entry = _Entry(key, value, self._now, idle, deadline)
-        self._entries[key] = entry
+        entries = self._entries
+        entries[key] = entry
         self._version += 1
+        if len(entries) > self._peak:
+            self._peak = len(entries)
         self._arm(entry)
 
     def __setitem__(self, key: int, value: Any) -> None:
-        if type(key) is not int:
+        entry = self._entries.get(key)  # type: ignore[call-overload]
+        if entry is None or type(key) is not int:
             key = c.check_key(key)
-        entry = self._entries.get(key)
+            entry = self._entries.get(key)
         if entry is None:
             self._insert(key, value, self._idle_timeout, math.inf)
         else:
@@ -203,39 +207,37 @@ class ConnectionTable:
         self._wheel.unlink(entry)
         del self._entries[entry.key]
         self._version += 1
+        self._maybe_shrink()
         return entry
+
+    def _maybe_shrink(self) -> None:
+        """A dict never gives memory back on deletion: rebuild it once 7/8 of its peak is gone."""
+        if len(self._entries) * 8 < self._peak and self._peak > 64:
+            self._entries = dict(self._entries)
+            self._peak = len(self._entries)
 
     def __delitem__(self, key: int) -> None:
         self._remove(key)
 
-    def pop(self, key: int, default: Any = _MISSING) -> Any:
-        if type(key) is not int:
-            key = c.check_key(key)
-        if key not in self._entries:
+    def pop(self, key: int, default: Any = _MISSING, /) -> Any:
+        """Remove ``key`` and return its value; ``default`` (or KeyError) if absent."""
+        if key not in self:
             if default is _MISSING:
                 raise KeyError(key)
             return default
         return self._remove(key).value
 
-    def popitem(self) -> tuple[int, Any]:
-        for key in self._entries:
-            return key, self._remove(key).value
-        raise KeyError("popitem(): connection table is empty")
-
-    def setdefault(self, key: int, default: Any = None) -> Any:
-        if key in self:
-            return self[key]
-        self[key] = default
-        return default
-
-    def update(self, other: Any = (), /, **kwargs: Any) -> None:
-        MutableMapping.update(self, other, **kwargs)  # type: ignore[arg-type]
+    # The rest of the MutableMapping protocol, from the standard library's own code.
+    popitem = MutableMapping.popitem
+    setdefault = MutableMapping.setdefault
+    update = MutableMapping.update
 
     def clear(self) -> None:
         old = self._entries
         self._entries = {}
         self._wheel.clear()
         self._version += 1
+        self._peak = 0
         old.clear()  # values' __del__ run last, on an empty, consistent table
 
     # -- timers ------------------------------------------------------------
@@ -272,18 +274,20 @@ class ConnectionTable:
 
         At most ``limit`` entries are returned; the rest come back on the next call.
         """
-        self._now = now = c.check_now(now, self._now)
+        now = c.check_now(now, self._now)
         cap = c.check_limit(limit)
+        self._now = now
         wheel = self._wheel
-        pending = wheel.heads[PENDING]
+        heads = wheel.heads
         target = c.floor_tick(now, self._origin, self._resolution)
         expired: List[c.Expired] = []
         while True:
-            while pending and len(expired) != cap:
-                entry = pending.popitem()[1]
+            # ``heads[PENDING]`` is read afresh each time: a value's __del__, run
+            # by a collection during this loop, may unlink and so replace it.
+            while heads[PENDING] and len(expired) != cap:
+                entry = heads[PENDING].popitem()[1]
                 entry.head = UNLINKED
-                due = entry.due()
-                if due <= now:
+                if entry.due() <= now:
                     del self._entries[entry.key]
                     self._version += 1
                     reason = "deadline" if entry.deadline <= entry.last + entry.idle else "idle"
@@ -298,6 +302,9 @@ class ConnectionTable:
                 break
             wheel.elapsed = found[1]
             wheel.take(found[0])
+        if not heads[PENDING]:
+            heads[PENDING] = {}  # a drained dict keeps its peak size
+        self._maybe_shrink()
         return expired
 
     def next_expiry(self) -> Optional[float]:

@@ -61,8 +61,10 @@ class Wheel:
         members = self.heads[head]
         del members[entry.key]
         entry.head = UNLINKED
-        if not members and head < NSLOTS:
-            self.occupied[head >> LEVEL_BITS] &= ~(1 << (head & SLOT_MASK))
+        if not members:
+            self.heads[head] = {}  # an emptied dict would keep its peak size
+            if head < NSLOTS:
+                self.occupied[head >> LEVEL_BITS] &= ~(1 << (head & SLOT_MASK))
 
     def next_slot(self) -> Optional[Tuple[int, int]]:
         """``(head, first tick of the slot)`` of the earliest occupied slot, or None."""
@@ -91,8 +93,10 @@ class Wheel:
 
     def clear(self) -> None:
         """Forget every entry; the wheel's position (``elapsed``) stays."""
-        self.occupied = [0] * LEVELS
-        self.heads = [{} for _ in range(NSLOTS + 1)]
+        heads = self.heads  # in place: an expire() further up the stack holds this list
+        for head in range(len(heads)):
+            heads[head] = {}
+        self.occupied[:] = [0] * LEVELS
 
     def sizeof(self) -> int:
         import sys
