@@ -1,12 +1,18 @@
 # cython: language_level=3, binding=False, auto_pickle=False
 """The compiled connection table (see ``conntable`` for the API).
 
-Three structures, each in its own ``.pxd`` with its invariant: the slab
-(``_slab``: one 32-byte C entry per connection, stable indices), the index
-(``_index``: open addressing over 32-bit slab indices) and the timer wheel
-(``_wheel``: 32-bit intrusive links, one occupancy mask per level). Values
-live in a Python list indexed like the slab, so the garbage collector sees
-them through Cython's generated ``tp_traverse``.
+Four structures, each in its own ``.pxd`` with its invariant:
+
+* ``_index``: open addressing over 16-byte slots (key, activity epoch, slab
+  index). ``touch`` is a probe and a 4-byte store in one cache line.
+* ``_slab``: the cold fields (idle timeout, deadline, back-pointer to the
+  slot) at stable indices.
+* ``_wheel``: the hierarchical timer wheel over 32-bit intrusive links.
+* ``_clock``: the table's clock as a list of epochs.
+
+Values live in a Python list indexed like the slab, so the garbage collector
+sees them through Cython's generated ``tp_traverse``. The large arrays are on
+transparent huge pages (``_memory``).
 
 Re-entrancy rule: a value is only ever released (its ``__del__`` may run and
 call back into the table) after the table is consistent again, and nothing
@@ -15,26 +21,32 @@ object, because on CPython 3.11 such an allocation may run a collection.
 """
 
 cimport cython
-from cpython.mem cimport PyMem_Free, PyMem_Realloc
+from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
 from cpython.ref cimport Py_DECREF, Py_INCREF, PyObject, PyTypeObject
 from libc.math cimport INFINITY, ceil, floor, nextafter
 from libc.stdint cimport int64_t, uint32_t, uint64_t
-from libc.stdlib cimport free, malloc, realloc
 
+from conntable._clock cimport Clock, clock_epoch, clock_now, clock_reserve
 from conntable._index cimport (
+    EMPTY_KEY,
+    NO_SLOT,
     Index,
+    Slot,
     index_alloc,
     index_find,
     index_free,
     index_insert,
-    index_remove,
+    index_over_full,
+    index_rehash,
+    index_remove_at,
+    index_size_for,
 )
+from conntable._memory cimport big_alloc, big_free, big_resize
 from conntable._slab cimport (
-    FREE_BIT,
     NIL,
-    Entry,
-    entry_due,
-    entry_is_free,
+    Slab,
+    Timers,
+    slab_is_free,
     slab_pop_free,
     slab_push_free,
     slab_thread_free,
@@ -73,6 +85,30 @@ cdef extern from "Python.h":
 
 cdef extern from *:
     """
+    /* The value of an exact int that fits in a machine word and is not
+       negative, read in place; 0 (and no error) for any other int. */
+    static inline int ct_small_key(PyObject *o, uint64_t *out) {
+    #if PY_VERSION_HEX >= 0x030C0000
+        if (!_PyLong_IsCompact((PyLongObject *)o)) return 0;
+        Py_ssize_t v = _PyLong_CompactValue((PyLongObject *)o);
+        if (v < 0) return 0;
+        *out = (uint64_t)v;
+        return 1;
+    #else
+        switch (Py_SIZE(o)) {
+        case 0: *out = 0; return 1;
+        case 1: *out = ((PyLongObject *)o)->ob_digit[0]; return 1;
+        case 2: *out = ((uint64_t)((PyLongObject *)o)->ob_digit[1] << PyLong_SHIFT)
+                       | ((PyLongObject *)o)->ob_digit[0]; return 1;
+        default: return 0;
+        }
+    #endif
+    }
+    """
+    bint small_key "ct_small_key"(object o, uint64_t *out) noexcept
+
+cdef extern from *:
+    """
     /* A tuple of a tuple subclass (the Expired named tuple), built without a
        call into Python. Steals ``value`` on success only. */
     static PyObject *ct_expired_new(PyTypeObject *tp, PyObject *key,
@@ -92,9 +128,10 @@ cdef extern from *:
 
 cdef enum:
     MIN_CAPACITY = 16
+    MIN_EPOCHS = 64
+    MAX_CAPACITY = 1 << 30   # slot positions and slab indices stay 32-bit
 
 cdef uint64_t MAX_KEY = 0x7FFFFFFFFFFFFFFF
-cdef uint64_t BAD_KEY = 0xFFFFFFFFFFFFFFFF
 cdef int64_t MAX_TICK = c.MAX_TICK
 cdef double MAX_TICK_F = <double>c.MAX_TICK
 
@@ -106,13 +143,20 @@ cdef object _MISSING = object()
 
 
 cdef inline uint64_t key_of(object key) except 0xFFFFFFFFFFFFFFFF:
-    """The key as a C integer; the shared check raises for anything else."""
+    """The key as a C integer: an exact int in range here, anything else out of line."""
     cdef uint64_t k
     if PyLong_CheckExact(key):
+        if small_key(key, &k):
+            return k
         k = long_as_u64(key)
         if k <= MAX_KEY:
             return k
         PyErr_Clear()  # negative or too large: let the shared check say which
+    return key_of_slow(key)
+
+
+cdef uint64_t key_of_slow(object key) except 0xFFFFFFFFFFFFFFFF:
+    """An int subclass or ``__index__`` object, or a bad key: the shared check decides."""
     return <uint64_t>c.check_key(key)
 
 
@@ -123,11 +167,10 @@ cdef inline uint32_t capacity_for(Py_ssize_t n) noexcept:
     return cap
 
 
-cdef inline int log2_u32(uint32_t n) noexcept:
-    cdef int bits = 0
-    while (<uint32_t>1 << bits) < n:
-        bits += 1
-    return bits
+cdef inline int64_t tick_of(double ticks, bint round_up) noexcept:
+    if ticks >= MAX_TICK_F:
+        return MAX_TICK
+    return <int64_t>(ceil(ticks) if round_up else floor(ticks))
 
 
 cdef struct Harvested:
@@ -150,47 +193,67 @@ cdef class ConnectionTable:
         self.resolution_ = 0.1
         self.max_size_ = -1
         self.min_capacity = MIN_CAPACITY
-        self.objects = []
-        self._reset_storage(MIN_CAPACITY)
+        self.objects = [None] * MIN_CAPACITY
+        self._reset_storage(MIN_CAPACITY, 0.0)
 
     def __init__(self, idle_timeout=60.0, *, resolution=0.1, now=0.0, max_size=None, capacity=0):
         self.idle_timeout_ = c.check_timeout("idle_timeout", idle_timeout)
         self.resolution_ = c.check_resolution(resolution)
-        self.now_ = self.origin = c.check_start(now)
+        self.origin = c.check_start(now)
         self.max_size_ = c.check_max_size(max_size)
         self.min_capacity = capacity_for(c.check_size("capacity", capacity, minimum=0))
+        if self.min_capacity > MAX_CAPACITY:
+            raise ValueError(f"capacity must be at most {MAX_CAPACITY}")
         self.wheel.elapsed = 0
-        self.clear()
+        objects = [None] * self.min_capacity
+        self._reset_storage(self.min_capacity, self.origin)
+        self.objects, objects = objects, self.objects
+        self.version += 1
+        del objects  # values of a table initialised twice go last
 
     def __dealloc__(self):
-        free(self.entries)
-        index_free(&self.index)
-        free(self.wheel.next)
-        free(self.wheel.prev)
+        self._free_storage()
 
-    cdef int _reset_storage(self, uint32_t capacity) except -1:
-        """Empty storage of ``capacity`` entries; on MemoryError nothing changed."""
-        cdef Entry *entries = <Entry *>malloc(capacity * sizeof(Entry))
-        cdef uint32_t *nxt = <uint32_t *>malloc((NHEADS + capacity) * sizeof(uint32_t))
-        cdef uint32_t *prv = <uint32_t *>malloc((NHEADS + capacity) * sizeof(uint32_t))
-        cdef Index index
-        if entries == NULL or nxt == NULL or prv == NULL or index_alloc(&index, log2_u32(capacity) + 1) < 0:
-            free(entries)
-            free(nxt)
-            free(prv)
-            raise MemoryError()
-        free(self.entries)
+    cdef void _free_storage(self) noexcept:
         index_free(&self.index)
-        free(self.wheel.next)
-        free(self.wheel.prev)
-        self.entries = entries
+        big_free(self.slab.timers)
+        big_free(self.slab.pos)
+        big_free(self.wheel.next)
+        big_free(self.wheel.prev)
+        big_free(self.clock.times)
+
+    cdef int _reset_storage(self, uint32_t capacity, double now) except -1:
+        """Empty storage for ``capacity`` entries, clock at ``now``; on MemoryError nothing changed."""
+        cdef Index index
+        cdef Timers *timers = <Timers *>big_alloc(capacity * sizeof(Timers))
+        cdef uint32_t *pos = <uint32_t *>big_alloc(capacity * sizeof(uint32_t))
+        cdef uint32_t *nxt = <uint32_t *>big_alloc((NHEADS + capacity) * sizeof(uint32_t))
+        cdef uint32_t *prv = <uint32_t *>big_alloc((NHEADS + capacity) * sizeof(uint32_t))
+        cdef double *times = <double *>big_alloc(MIN_EPOCHS * sizeof(double))
+        cdef bint indexed = index_alloc(&index, index_size_for(capacity)) == 0
+        if not (indexed and timers and pos and nxt and prv and times):
+            if indexed:
+                index_free(&index)
+            big_free(timers)
+            big_free(pos)
+            big_free(nxt)
+            big_free(prv)
+            big_free(times)
+            raise MemoryError()
+        self._free_storage()
         self.index = index
+        self.slab.timers = timers
+        self.slab.pos = pos
+        self.slab.capacity = capacity
+        self.slab.free_head = NIL
+        slab_thread_free(&self.slab, 0, capacity)
         self.wheel.next = nxt
         self.wheel.prev = prv
         wheel_reset(&self.wheel, capacity)
-        self.free_head = NIL
-        slab_thread_free(entries, &self.free_head, 0, capacity)
-        self.capacity = capacity
+        self.clock.times = times
+        self.clock.capacity = MIN_EPOCHS
+        self.clock.count = 1
+        times[0] = now
         self.length = 0
         return 0
 
@@ -198,7 +261,7 @@ cdef class ConnectionTable:
     @property
     def now(self):
         """The table's clock: set by the constructor, moved forward by :meth:`expire`."""
-        return self.now_
+        return clock_now(&self.clock)
 
     @property
     def idle_timeout(self):
@@ -213,36 +276,45 @@ cdef class ConnectionTable:
         return None if self.max_size_ < 0 else self.max_size_
 
     # -- lookup ------------------------------------------------------------
-    cdef uint32_t _find(self, object key) except? 0xFFFFFFFF:
-        cdef uint32_t i = index_find(&self.index, self.entries, key_of(key))
-        if i == NIL:
+    cdef uint64_t _find(self, object key) except 0xFFFFFFFFFFFFFFFF:
+        """The position of ``key``'s slot; KeyError if absent."""
+        cdef uint64_t pos = index_find(&self.index, key_of(key))
+        if pos == NO_SLOT:
             raise KeyError(key)
-        return i
+        return pos
+
+    cdef double _due(self, uint32_t i) noexcept:
+        cdef Slot *slot = &self.index.slots[self.slab.pos[i]]
+        cdef double idle_due = self.clock.times[slot.epoch] + self.slab.timers[i].idle
+        cdef double deadline = self.slab.timers[i].deadline
+        return idle_due if idle_due < deadline else deadline
 
     def __len__(self):
         return self.length
 
     def __contains__(self, key):
-        return index_find(&self.index, self.entries, key_of(key)) != NIL
+        return index_find(&self.index, key_of(key)) != NO_SLOT
 
     def __getitem__(self, key):
-        return <object>list_item(self.objects, self._find(key))
+        return <object>list_item(self.objects, self.index.slots[self._find(key)].slab)
 
     def get(self, key, default=None, /):
-        cdef uint32_t i = index_find(&self.index, self.entries, key_of(key))
-        return default if i == NIL else <object>list_item(self.objects, i)
+        cdef uint64_t pos = index_find(&self.index, key_of(key))
+        if pos == NO_SLOT:
+            return default
+        return <object>list_item(self.objects, self.index.slots[pos].slab)
 
     def last_activity(self, key, /):
         """When the entry last saw activity, exactly as ``now`` was then."""
-        return self.entries[self._find(key)].last
+        return self.clock.times[self.index.slots[self._find(key)].epoch]
 
     def due(self, key, /):
         """``min(last_activity + idle_timeout, deadline)``; ``math.inf`` if never."""
-        return entry_due(&self.entries[self._find(key)])
+        return self._due(self.index.slots[self._find(key)].slab)
 
     cdef uint32_t _next_live(self, uint32_t i) noexcept:
-        while i < self.capacity:
-            if not entry_is_free(&self.entries[i]):
+        while i < self.slab.capacity:
+            if not slab_is_free(&self.slab, i):
                 return i
             i += 1
         return NIL
@@ -262,16 +334,17 @@ cdef class ConnectionTable:
     # -- activity: the hot path -------------------------------------------
     def touch(self, key, /):
         """Record activity on ``key`` at ``now``. KeyError if absent."""
-        self.entries[self._find(key)].last = self.now_
+        self.index.slots[self._find(key)].epoch = clock_epoch(&self.clock)
 
     def touch_many(self, keys, /):
         """Touch every present key of ``keys``; return how many were present."""
         cdef Py_ssize_t found = 0
-        cdef uint32_t i
+        cdef uint64_t pos
+        cdef uint32_t epoch = clock_epoch(&self.clock)
         for key in keys:
-            i = index_find(&self.index, self.entries, key_of(key))
-            if i != NIL:
-                self.entries[i].last = self.now_
+            pos = index_find(&self.index, key_of(key))
+            if pos != NO_SLOT:
+                self.index.slots[pos].epoch = epoch
                 found += 1
         return found
 
@@ -281,133 +354,138 @@ cdef class ConnectionTable:
         cdef uint64_t k = key_of(key)
         cdef double idle = self.idle_timeout_ if idle_timeout is None else c.check_timeout("idle_timeout", idle_timeout)
         cdef double when = INFINITY if deadline is None else c.check_deadline(deadline)
-        if index_find(&self.index, self.entries, k) != NIL:
+        if index_find(&self.index, k) != NO_SLOT:
             raise KeyError(f"connection {k} is already in the table")
         self._insert(k, value, idle, when)
 
     def __setitem__(self, key, value):
         cdef uint64_t k = key_of(key)
-        cdef uint32_t i = index_find(&self.index, self.entries, k)
-        if i == NIL:
+        cdef uint64_t pos = index_find(&self.index, k)
+        if pos == NO_SLOT:
             self._insert(k, value, self.idle_timeout_, INFINITY)
         else:
             # The list releases the old value after the new one is in place.
-            self.objects[i] = value
+            self.objects[self.index.slots[pos].slab] = value
 
     cdef int _insert(self, uint64_t key, object value, double idle, double deadline) except -1:
         if self.length == self.max_size_:
             raise TableFull(f"the table holds max_size={self.max_size_} entries")
-        if self.free_head == NIL:
-            self._grow()
-        cdef uint32_t i = slab_pop_free(self.entries, &self.free_head)
-        cdef Entry *e = &self.entries[i]
-        e.key = key
-        e.last = self.now_
-        e.idle = idle
-        e.deadline = deadline
-        index_insert(&self.index, key, i)
+        if self.slab.free_head == NIL:
+            self._grow_slab()
+        if index_over_full(&self.index, self.length + 1):
+            if index_rehash(&self.index, index_size_for(self.length + 1), self.slab.pos) < 0:
+                raise MemoryError()
+        cdef uint32_t i = slab_pop_free(&self.slab)
+        self.slab.timers[i].idle = idle
+        self.slab.timers[i].deadline = deadline
+        index_insert(&self.index, key, clock_epoch(&self.clock), i, self.slab.pos)
         self.objects[i] = value
         self.length += 1
         self.version += 1
         self._arm(i)
         return 0
 
-    cdef int _grow(self) except -1:
-        """Double the capacity. On MemoryError the table is unchanged."""
-        cdef uint32_t old = self.capacity
+    cdef int _grow_slab(self) except -1:
+        """Double the slab. On MemoryError the table is unchanged."""
+        cdef uint32_t old = self.slab.capacity
         cdef uint32_t cap = old * 2
-        cdef Entry *entries
-        cdef Index index
+        cdef Timers *timers
+        cdef uint32_t *pos
         cdef uint32_t i
-        if cap == 0 or NHEADS + <uint64_t>cap >= NIL:
-            raise MemoryError("connection table capacity exhausted")
+        if cap > MAX_CAPACITY:
+            raise MemoryError(f"a connection table holds at most {MAX_CAPACITY} entries")
         while PyList_GET_SIZE(self.objects) < cap:  # values may be longer than capacity, never shorter
             PyList_Append(self.objects, None)
-        entries = <Entry *>realloc(self.entries, cap * sizeof(Entry))
-        if entries == NULL:
+        timers = <Timers *>big_resize(self.slab.timers, old * sizeof(Timers), cap * sizeof(Timers))
+        if timers == NULL:
             raise MemoryError()
-        self.entries = entries
-        if wheel_resize(&self.wheel, cap) < 0 or index_alloc(&index, log2_u32(cap) + 1) < 0:
+        self.slab.timers = timers
+        pos = <uint32_t *>big_resize(self.slab.pos, old * sizeof(uint32_t), cap * sizeof(uint32_t))
+        if pos == NULL:
+            raise MemoryError()
+        self.slab.pos = pos
+        if wheel_resize(&self.wheel, old, cap) < 0:
             raise MemoryError()
         for i in range(old, cap):
             self.wheel.next[NHEADS + i] = NIL
-        slab_thread_free(entries, &self.free_head, old, cap)
-        for i in range(old):
-            index_insert(&index, entries[i].key, i)  # the slab was full: every entry is live
-        index_free(&self.index)
-        self.index = index
-        self.capacity = cap
+        slab_thread_free(&self.slab, old, cap)
+        self.slab.capacity = cap
         return 0
 
-    cdef object _remove_at(self, uint32_t i):
-        """Unlink entry ``i`` from everything; return its value for the caller to drop last."""
-        cdef Entry *e = &self.entries[i]
-        index_remove(&self.index, self.entries, e.key)
+    cdef object _remove_at(self, uint64_t pos):
+        """Unlink the entry at slot ``pos`` from everything; return its value for the caller to drop last."""
+        cdef uint32_t i = self.index.slots[pos].slab
+        index_remove_at(&self.index, pos, self.slab.pos)
         wheel_unlink(&self.wheel, NHEADS + i)
         value = <object>list_item(self.objects, i)
         self.objects[i] = None  # ``value`` still holds a reference: nothing is released here
-        slab_push_free(self.entries, &self.free_head, i)
+        slab_push_free(&self.slab, i)
         self.length -= 1
         self.version += 1
         self._maybe_shrink()
         return value
 
     cdef void _maybe_shrink(self) noexcept:
-        """Compact into a quarter or less of the capacity once 7/8 of it is free.
+        """Give memory back once 7/8 of it is unused. Best effort: out of memory, nothing changes.
 
-        Live entries above the new capacity move down into free entries
-        below it (their wheel links and values move with them), then the
-        index is rebuilt. Best effort: out of memory, the table stays as it is.
+        The slab compacts into a quarter or less of its capacity: live entries
+        above the new capacity move into free entries below it, taking their
+        wheel links, values and index back-pointers along.
         """
-        cdef uint32_t cap = self.capacity
+        cdef uint32_t cap = self.slab.capacity
         cdef uint32_t lo = 0
         cdef uint32_t hi, i
-        cdef Index index
         cdef PyObject *moved
+        cdef Timers *timers
+        cdef uint32_t *pos
+        cdef uint64_t size
+        if <uint64_t>self.length * 8 < self.index.size:
+            size = max(index_size_for(self.length * 2), index_size_for(self.min_capacity))
+            if size < self.index.size:
+                index_rehash(&self.index, size, self.slab.pos)
         if self.length * 8 >= cap or cap <= self.min_capacity:
             return
         cap = capacity_for(self.length * 2)
         if cap < self.min_capacity:
             cap = self.min_capacity
-        if index_alloc(&index, log2_u32(cap) + 1) < 0:
-            return
-        for hi in range(cap, self.capacity):
-            if entry_is_free(&self.entries[hi]):
+        for hi in range(cap, self.slab.capacity):
+            if slab_is_free(&self.slab, hi):
                 continue
-            while not entry_is_free(&self.entries[lo]):
+            while not slab_is_free(&self.slab, lo):
                 lo += 1
-            self.entries[lo] = self.entries[hi]
+            self.slab.timers[lo] = self.slab.timers[hi]
+            self.slab.pos[lo] = self.slab.pos[hi]
+            self.index.slots[self.slab.pos[lo]].slab = lo
             wheel_move_node(&self.wheel, NHEADS + hi, NHEADS + lo)
             moved = list_item(self.objects, hi)  # a pointer swap: no reference changes hands
             list_set_raw(self.objects, hi, list_item(self.objects, lo))
             list_set_raw(self.objects, lo, moved)
             lo += 1
-        self.free_head = NIL
+        self.slab.free_head = NIL
         i = cap
         while i > 0:
             i -= 1
-            if entry_is_free(&self.entries[i]):
-                slab_push_free(self.entries, &self.free_head, i)
-            else:
-                index_insert(&index, self.entries[i].key, i)
-        index_free(&self.index)
-        self.index = index
-        entries = <Entry *>realloc(self.entries, cap * sizeof(Entry))
-        if entries != NULL:
-            self.entries = entries
-        wheel_resize(&self.wheel, cap)  # shrinking: a failure keeps the larger arrays
+            if slab_is_free(&self.slab, i):
+                slab_push_free(&self.slab, i)
+        timers = <Timers *>big_resize(self.slab.timers, cap * sizeof(Timers), cap * sizeof(Timers))
+        if timers != NULL:  # out of memory: keep the larger arrays
+            self.slab.timers = timers
+        pos = <uint32_t *>big_resize(self.slab.pos, cap * sizeof(uint32_t), cap * sizeof(uint32_t))
+        if pos != NULL:
+            self.slab.pos = pos
+        wheel_resize(&self.wheel, cap, cap)
         if PyList_SetSlice(self.objects, cap, PyList_GET_SIZE(self.objects), NULL) < 0:
             PyErr_Clear()  # the list may stay longer than the capacity
-        self.capacity = cap
+        self.slab.capacity = cap
 
     def __delitem__(self, key):
         self._remove_at(self._find(key))
 
     def pop(self, key, default=_MISSING, /):
         """Remove ``key`` and return its value; ``default`` (or KeyError) if absent."""
-        cdef uint32_t i = index_find(&self.index, self.entries, key_of(key))
-        if i != NIL:
-            return self._remove_at(i)
+        cdef uint64_t pos = index_find(&self.index, key_of(key))
+        if pos != NO_SLOT:
+            return self._remove_at(pos)
         if default is _MISSING:
             raise KeyError(key)
         return default
@@ -419,76 +497,112 @@ cdef class ConnectionTable:
 
     def clear(self):
         """Remove every entry; the values are released after the table is empty."""
-        new_values = [None] * self.min_capacity  # may run the GC: do it before any change
-        self._reset_storage(self.min_capacity)
-        old_values = self.objects
-        self.objects = new_values
+        objects = [None] * self.min_capacity  # may run the GC: do it before any change
+        self._reset_storage(self.min_capacity, clock_now(&self.clock))
+        self.objects, objects = objects, self.objects
         self.version += 1
-        del old_values
+        del objects
 
     # -- timers ------------------------------------------------------------
     def set_deadline(self, key, when, /):
         """Set an absolute deadline on the table's clock; ``None`` clears it."""
-        cdef uint32_t i = self._find(key)
-        cdef double deadline = c.check_deadline(when)
-        self.entries[i].deadline = deadline
+        cdef uint32_t i = self.index.slots[self._find(key)].slab
+        self.slab.timers[i].deadline = c.check_deadline(when)
         wheel_unlink(&self.wheel, NHEADS + i)
         self._arm(i)
 
     def set_idle_timeout(self, key, seconds, /):
         """Set the entry's own idle timeout; ``None`` restores the table's default."""
-        cdef uint32_t i = self._find(key)
-        cdef double idle = self.idle_timeout_ if seconds is None else c.check_timeout("idle_timeout", seconds)
-        self.entries[i].idle = idle
+        cdef uint32_t i = self.index.slots[self._find(key)].slab
+        self.slab.timers[i].idle = self.idle_timeout_ if seconds is None else c.check_timeout("idle_timeout", seconds)
         wheel_unlink(&self.wheel, NHEADS + i)
         self._arm(i)
 
     cdef void _arm(self, uint32_t i) noexcept:
         """Link an unlinked entry where its due time will be examined."""
-        cdef double due = entry_due(&self.entries[i])
-        cdef double ticks
+        cdef double due = self._due(i)
         cdef int64_t when
         if due == INFINITY:
             return
-        if due <= self.now_:
+        if due <= clock_now(&self.clock):
             wheel_link(&self.wheel, NHEADS + i, PENDING)
             return
-        ticks = (due - self.origin) / self.resolution_
-        when = MAX_TICK if ticks >= MAX_TICK_F else <int64_t>ceil(ticks)
+        when = tick_of((due - self.origin) / self.resolution_, True)
         if when <= self.wheel.elapsed:
             when = self.wheel.elapsed + 1
         wheel_link(&self.wheel, NHEADS + i, wheel_head_for(&self.wheel, when))
 
+    cdef int _advance_clock(self, double now) except -1:
+        """Make ``now`` the current epoch, renumbering the epochs in use when the array is full."""
+        cdef Clock *clock = &self.clock
+        cdef uint32_t *renumber
+        cdef uint32_t epoch, count
+        cdef uint64_t pos
+        cdef uint64_t spare
+        if now == clock_now(clock):
+            return 0
+        if clock.count == clock.capacity:
+            renumber = <uint32_t *>PyMem_Malloc(clock.count * sizeof(uint32_t))
+            if renumber == NULL:
+                raise MemoryError()
+            for epoch in range(clock.count):
+                renumber[epoch] = NIL
+            renumber[clock.count - 1] = 0  # the current epoch stays, and stays last
+            for pos in range(self.index.size):
+                if self.index.slots[pos].key != EMPTY_KEY:
+                    renumber[self.index.slots[pos].epoch] = 0
+            count = 0
+            for epoch in range(clock.count):  # keep the order: times stay increasing
+                if renumber[epoch] != NIL:
+                    clock.times[count] = clock.times[epoch]
+                    renumber[epoch] = count
+                    count += 1
+            for pos in range(self.index.size):
+                if self.index.slots[pos].key != EMPTY_KEY:
+                    self.index.slots[pos].epoch = renumber[self.index.slots[pos].epoch]
+            PyMem_Free(renumber)
+            clock.count = count
+            spare = max(<uint64_t>MIN_EPOCHS, 2 * <uint64_t>count, <uint64_t>self.length // 8)
+            if clock.capacity < spare or clock.capacity > 4 * spare:
+                if clock_reserve(clock, <uint32_t>min(spare, <uint64_t>NIL - 1)) < 0 and clock.count == clock.capacity:
+                    raise MemoryError()
+        clock.times[clock.count] = now
+        clock.count += 1
+        return 0
+
     def expire(self, now, limit=None):
         """Advance the clock to ``now``; remove and return the entries that are due.
 
-        At most ``limit`` entries are returned; the rest come back on the next call.
+        At most ``limit`` entries are returned; the rest come back on the next
+        call. ``limit=0`` only advances the clock.
         """
+        cdef double current = clock_now(&self.clock)
         cdef double t
-        if PyFloat_CheckExact(now) and self.now_ <= PyFloat_AS_DOUBLE(now) < INFINITY:
+        if PyFloat_CheckExact(now) and current <= PyFloat_AS_DOUBLE(now) < INFINITY:
             t = PyFloat_AS_DOUBLE(now)
         else:
-            t = c.check_now(now, self.now_)
+            t = c.check_now(now, current)
         cdef Py_ssize_t cap = -1 if limit is None else c.check_limit(limit)
-        self.now_ = t
-        cdef double ticks = (t - self.origin) / self.resolution_
-        cdef int64_t target = MAX_TICK if ticks >= MAX_TICK_F else <int64_t>floor(ticks)
+        self._advance_clock(t)
+        cdef int64_t target = tick_of((t - self.origin) / self.resolution_, False)
         cdef Harvested *harvest = NULL
         cdef Harvested *grown
         cdef Py_ssize_t n = 0, room = 0, j = 0
         cdef bint starved = False
-        cdef uint32_t node, head
+        cdef uint32_t node, head, i
         cdef int64_t start
-        cdef Entry *e
+        cdef double due
+        cdef Slot *slot
         # Phase 1: take the due entries out, allocating no Python object.
         while True:
             while n != cap:
                 node = wheel_pop_pending(&self.wheel)
                 if node == NIL:
                     break
-                e = &self.entries[node - NHEADS]
-                if entry_due(e) > t:
-                    self._arm(node - NHEADS)
+                i = node - NHEADS
+                due = self._due(i)
+                if due > t:
+                    self._arm(i)
                     continue
                 if n == room:
                     room = room * 2 if room else 64
@@ -499,9 +613,10 @@ cdef class ConnectionTable:
                         cap = n
                         break
                     harvest = grown
-                harvest[n].key = e.key
-                harvest[n].by_deadline = e.deadline <= e.last + e.idle
-                value = self._remove_at(node - NHEADS)
+                slot = &self.index.slots[self.slab.pos[i]]
+                harvest[n].key = slot.key
+                harvest[n].by_deadline = self.slab.timers[i].deadline == due
+                value = self._remove_at(self.slab.pos[i])
                 Py_INCREF(value)
                 harvest[n].value = <PyObject *>value
                 n += 1
@@ -535,13 +650,14 @@ cdef class ConnectionTable:
     def next_expiry(self):
         """When to call :meth:`expire` next; None if nothing can ever expire."""
         cdef int64_t start
+        cdef double now = clock_now(&self.clock)
         if self.wheel.prev[PENDING] != PENDING:
-            return self.now_
+            return now
         if wheel_next_slot(&self.wheel, &start) == NIL:
             return None
         cdef double when = self.origin + <double>start * self.resolution_
         # Mathematically later than now; the guard keeps rounding from making it not so.
-        return when if when > self.now_ else nextafter(self.now_, INFINITY)
+        return when if when > now else nextafter(now, INFINITY)
 
     # -- object protocol ---------------------------------------------------
     def __repr__(self):
@@ -550,9 +666,10 @@ cdef class ConnectionTable:
     def __sizeof__(self):
         return (
             sizeof(ConnectionTable)
-            + self.capacity * sizeof(Entry)
-            + (NHEADS + self.capacity) * 2 * sizeof(uint32_t)
-            + (self.index.mask + 1) * sizeof(uint32_t)
+            + self.index.size * sizeof(Slot)
+            + self.slab.capacity * (sizeof(Timers) + sizeof(uint32_t))
+            + (NHEADS + self.slab.capacity) * 2 * sizeof(uint32_t)
+            + self.clock.capacity * sizeof(double)
             + self.objects.__sizeof__()
         )
 
@@ -581,4 +698,4 @@ cdef class _KeyIterator:
         if i == NIL:
             raise StopIteration
         self.position = i + 1
-        return table.entries[i].key
+        return table.index.slots[table.slab.pos[i]].key

@@ -1,90 +1,153 @@
-# Open-addressing index: connection id -> slab index.
+# Open-addressing index: connection id -> slot holding the id, its last
+# activity (as a clock epoch) and its slab index.
 #
-# Invariant: a power-of-two array of 32-bit slab indices (NIL = empty) at
-# load factor <= 1/2; every key sits at its home slot (Fibonacci hashing:
-# multiply by 2**64/phi, keep the top bits) or after it with no empty slot
-# in between (linear probing). Deletion shifts later members of the run back
-# into the hole (Knuth's Algorithm R, as in khashl), so there are no
-# tombstones and churn never degrades probes.
+# Invariant: ``size`` slots (not necessarily a power of two) at load <= 3/4;
+# every key sits at its home slot or after it with no empty slot in between
+# (linear probing, wrapping at ``size``). The home slot is the high part of
+# (key * 2**64/phi) * size (Fibonacci hashing, with a multiply instead of a
+# mask as the range reduction), which spreads sequential ids evenly.
+# Deletion shifts later members of the run back into the hole (Knuth's
+# Algorithm R, as in khashl): no tombstones, so churn never lengthens probes.
+# Whenever a slot moves, ``owner_pos[slot.slab]`` is updated, so the slab
+# always knows where its entry's slot is.
 #
-# Costs: find, insert and remove are O(1) expected, a few probes in one or
-# two cache lines, then one read of the slab to compare keys. 4 bytes per
-# slot, so 8 to 16 bytes per live entry.
+# Costs: ``touch`` reads and writes one 16-byte slot: the key compare and
+# the activity store hit the same cache line, the only line it touches.
+# find/insert/remove are O(1) expected. 16 bytes a slot; sizes step by
+# quarter powers of two, so between 21 and 32 bytes per live entry.
 #
-# Trade-off: keys live in the slab, not here: half the memory of storing
-# them twice, at the price of one more cache line per probe. The multiply
-# spreads sequential ids (the common case: a counter) evenly.
+# Trade-off: the hot fields are here and the cold ones (timeouts, value,
+# wheel links) in the slab, one indirection away; moving a slot costs a
+# write to the slab's back-pointer.
 
 from libc.stdint cimport uint32_t, uint64_t
-from libc.stdlib cimport free, malloc
-from libc.string cimport memset
 
-from conntable._slab cimport NIL, Entry
+from conntable._memory cimport big_alloc, big_free
+
+cdef extern from *:
+    """
+    #define CT_EMPTY_KEY ((uint64_t)0xFFFFFFFFFFFFFFFFull)
+    #define CT_NO_SLOT ((uint64_t)0xFFFFFFFFFFFFFFFFull)
+    static inline uint64_t ct_mulhi(uint64_t a, uint64_t b) {
+        return (uint64_t)(((unsigned __int128)a * b) >> 64);
+    }
+    """
+    const uint64_t EMPTY_KEY "CT_EMPTY_KEY"   # never a key: keys are < 2**63
+    const uint64_t NO_SLOT "CT_NO_SLOT"
+    uint64_t mulhi "ct_mulhi"(uint64_t a, uint64_t b) noexcept nogil
+
+
+cdef struct Slot:
+    uint64_t key        # EMPTY_KEY when the slot is free
+    uint32_t epoch      # the clock epoch of the last activity
+    uint32_t slab       # where the entry's cold fields are
 
 
 cdef struct Index:
-    uint32_t *slots
-    uint64_t mask      # size - 1
-    int shift          # 64 - log2(size)
+    Slot *slots
+    uint64_t size
+
+
+cdef inline uint64_t index_size_for(uint64_t count) noexcept nogil:
+    """The smallest size of the form 2**k * (4, 5, 6 or 7) / 4 that holds ``count`` at load <= 3/4."""
+    cdef uint64_t need = count + count // 3 + 1
+    cdef uint64_t base = 8
+    cdef uint64_t quarter
+    while base * 2 <= need:
+        base *= 2
+    for quarter in range(4, 8):
+        if base * quarter // 4 >= need:
+            return base * quarter // 4
+    return base * 2
+
+
+cdef inline bint index_over_full(const Index *ix, uint64_t count) noexcept nogil:
+    return count * 4 > ix.size * 3
 
 
 cdef inline uint64_t index_home(const Index *ix, uint64_t key) noexcept nogil:
-    return (key * <uint64_t>0x9E3779B97F4A7C15) >> ix.shift
+    return mulhi(key * <uint64_t>0x9E3779B97F4A7C15, ix.size)
 
 
-cdef inline int index_alloc(Index *ix, int bits) noexcept nogil:
-    """An empty index of 2**bits slots; -1 when out of memory (``ix`` untouched)."""
-    cdef size_t size = (<size_t>1) << bits
-    cdef uint32_t *slots = <uint32_t *>malloc(size * sizeof(uint32_t))
+cdef inline uint64_t index_next(const Index *ix, uint64_t pos) noexcept nogil:
+    pos += 1
+    return 0 if pos == ix.size else pos
+
+
+cdef inline int index_alloc(Index *ix, uint64_t size) noexcept nogil:
+    """An empty index of ``size`` slots; -1 when out of memory (``ix`` untouched)."""
+    cdef Slot *slots = <Slot *>big_alloc(size * sizeof(Slot))
+    cdef uint64_t pos
     if slots == NULL:
         return -1
-    memset(slots, 0xFF, size * sizeof(uint32_t))  # every slot NIL
+    for pos in range(size):
+        slots[pos].key = EMPTY_KEY
     ix.slots = slots
-    ix.mask = size - 1
-    ix.shift = 64 - bits
+    ix.size = size
     return 0
 
 
 cdef inline void index_free(Index *ix) noexcept nogil:
-    free(ix.slots)
+    big_free(ix.slots)
     ix.slots = NULL
 
 
-cdef inline uint32_t index_find(const Index *ix, const Entry *entries, uint64_t key) noexcept nogil:
+cdef inline uint64_t index_find(const Index *ix, uint64_t key) noexcept nogil:
+    """The position of ``key``'s slot, or NO_SLOT."""
     cdef uint64_t pos = index_home(ix, key)
-    cdef uint32_t i
+    cdef uint64_t found
     while True:
-        i = ix.slots[pos]
-        if i == NIL or entries[i].key == key:
-            return i
-        pos = (pos + 1) & ix.mask
+        found = ix.slots[pos].key
+        if found == key:
+            return pos
+        if found == EMPTY_KEY:
+            return NO_SLOT
+        pos = index_next(ix, pos)
 
 
-cdef inline void index_insert(Index *ix, uint64_t key, uint32_t i) noexcept nogil:
-    """Insert a key known to be absent, at slab index ``i``."""
+cdef inline void index_insert(Index *ix, uint64_t key, uint32_t epoch, uint32_t slab,
+                              uint32_t *owner_pos) noexcept nogil:
+    """Insert a key known to be absent (the caller keeps the load <= 3/4)."""
     cdef uint64_t pos = index_home(ix, key)
-    while ix.slots[pos] != NIL:
-        pos = (pos + 1) & ix.mask
-    ix.slots[pos] = i
+    while ix.slots[pos].key != EMPTY_KEY:
+        pos = index_next(ix, pos)
+    ix.slots[pos].key = key
+    ix.slots[pos].epoch = epoch
+    ix.slots[pos].slab = slab
+    owner_pos[slab] = <uint32_t>pos
 
 
-cdef inline void index_remove(Index *ix, const Entry *entries, uint64_t key) noexcept nogil:
-    """Remove a key known to be present, shifting its run back over the hole."""
-    cdef uint64_t hole = index_home(ix, key)
-    cdef uint64_t pos, home
-    cdef uint32_t i
-    while entries[ix.slots[hole]].key != key:
-        hole = (hole + 1) & ix.mask
-    pos = hole
+cdef inline void index_remove_at(Index *ix, uint64_t hole, uint32_t *owner_pos) noexcept nogil:
+    """Empty slot ``hole``, shifting the rest of its run back over it."""
+    cdef uint64_t pos = hole
+    cdef uint64_t home, from_home, from_hole
     while True:
-        pos = (pos + 1) & ix.mask
-        i = ix.slots[pos]
-        if i == NIL:
+        pos = index_next(ix, pos)
+        if ix.slots[pos].key == EMPTY_KEY:
             break
-        home = index_home(ix, entries[i].key)
+        home = index_home(ix, ix.slots[pos].key)
+        from_home = pos - home if pos >= home else pos + ix.size - home
+        from_hole = pos - hole if pos >= hole else pos + ix.size - hole
         # The member at ``pos`` may fill the hole unless its home lies
         # cyclically in (hole, pos]: then it would move before its home.
-        if ((pos - home) & ix.mask) >= ((pos - hole) & ix.mask):
-            ix.slots[hole] = i
+        if from_home >= from_hole:
+            ix.slots[hole] = ix.slots[pos]
+            owner_pos[ix.slots[hole].slab] = <uint32_t>hole
             hole = pos
-    ix.slots[hole] = NIL
+    ix.slots[hole].key = EMPTY_KEY
+
+
+cdef inline int index_rehash(Index *ix, uint64_t size, uint32_t *owner_pos) noexcept nogil:
+    """Move every slot into a new index of ``size`` slots; -1 when out of memory (unchanged)."""
+    cdef Index fresh
+    cdef uint64_t pos
+    cdef Slot *slot
+    if index_alloc(&fresh, size) < 0:
+        return -1
+    for pos in range(ix.size):
+        slot = &ix.slots[pos]
+        if slot.key != EMPTY_KEY:
+            index_insert(&fresh, slot.key, slot.epoch, slot.slab, owner_pos)
+    index_free(ix)
+    ix[0] = fresh
+    return 0

@@ -1,63 +1,67 @@
-# The slab: every entry of the table in one C array, at an index that never
-# changes while the entry lives.
+# The slab: each entry's cold fields, at an index that never changes while
+# the entry lives (a "slab index").
 #
-# Invariant: an entry is free iff its key has the top bit (FREE_BIT) set; the
-# low 32 bits of a free entry's key hold the index of the next free entry, so
-# the free list costs no memory of its own. Live keys are < 2**63.
+# Invariant: parallel arrays of ``capacity`` elements: ``timers[i]`` (idle
+# timeout and deadline) and ``pos[i]``, the position of the entry's slot in
+# the index, or FREE_BIT | the next free slab index (FREE_END ends the list)
+# when entry i is free. The free list therefore costs no memory of its own.
 #
-# Costs: allocate and free are O(1) pops and pushes; iteration is O(capacity).
-# Stable indices are what let the index, the wheel links and the values list
-# refer to an entry by a 32-bit number instead of a pointer; compaction
-# (``slab_move``) is left to the table, which knows who else holds indices.
+# Costs: allocate and free are O(1) pops and pushes; iteration is
+# O(capacity). 20 bytes an entry, in two arrays (a struct would pad to 24).
+# Stable indices let the wheel links and the values list refer to an entry
+# by a 32-bit number; compaction is left to the table, which knows everyone
+# who holds one.
 #
-# Trade-off: 32 bytes an entry, two to a cache line. ``last`` sits next to
-# ``key`` so that ``touch`` (compare the key, store the time) writes the line
-# it has just read.
+# Trade-off: the hot fields (key, last activity) live in the index slot, so
+# ``touch`` never comes here; expiry, which is rarer, pays the indirection.
 
-from libc.stdint cimport uint32_t, uint64_t
+from libc.stdint cimport uint32_t
 
 cdef extern from *:
     """
     #define CT_NIL ((uint32_t)0xFFFFFFFFu)
-    #define CT_FREE_BIT ((uint64_t)1 << 63)
+    #define CT_FREE_BIT ((uint32_t)0x80000000u)
+    #define CT_FREE_END ((uint32_t)0x7FFFFFFFu)
     """
     const uint32_t NIL "CT_NIL"
-    const uint64_t FREE_BIT "CT_FREE_BIT"
+    const uint32_t FREE_BIT "CT_FREE_BIT"
+    const uint32_t FREE_END "CT_FREE_END"
 
 
-cdef struct Entry:
-    uint64_t key        # the connection id, or FREE_BIT | next free index
-    double last         # the table's clock at the last activity
+cdef struct Timers:
     double idle         # idle timeout in seconds (inf: never)
     double deadline     # absolute time on the table's clock (inf: none)
 
 
-cdef inline bint entry_is_free(const Entry *e) noexcept nogil:
-    return (e.key & FREE_BIT) != 0
+cdef struct Slab:
+    Timers *timers
+    uint32_t *pos
+    uint32_t capacity
+    uint32_t free_head  # NIL when every entry is in use
 
 
-cdef inline double entry_due(const Entry *e) noexcept nogil:
-    cdef double idle_due = e.last + e.idle
-    return idle_due if idle_due < e.deadline else e.deadline
+cdef inline bint slab_is_free(const Slab *s, uint32_t i) noexcept nogil:
+    return (s.pos[i] & FREE_BIT) != 0
 
 
-cdef inline void slab_push_free(Entry *entries, uint32_t *free_head, uint32_t i) noexcept nogil:
-    entries[i].key = FREE_BIT | free_head[0]
-    free_head[0] = i
+cdef inline void slab_push_free(Slab *s, uint32_t i) noexcept nogil:
+    s.pos[i] = FREE_BIT | (FREE_END if s.free_head == NIL else s.free_head)
+    s.free_head = i
 
 
-cdef inline uint32_t slab_pop_free(Entry *entries, uint32_t *free_head) noexcept nogil:
+cdef inline uint32_t slab_pop_free(Slab *s) noexcept nogil:
     """Take the first free entry; NIL when the slab is full."""
-    cdef uint32_t i = free_head[0]
+    cdef uint32_t i = s.free_head
+    cdef uint32_t after
     if i != NIL:
-        free_head[0] = <uint32_t>(entries[i].key & 0xFFFFFFFFu)
+        after = s.pos[i] & ~FREE_BIT
+        s.free_head = NIL if after == FREE_END else after
     return i
 
 
-cdef inline void slab_thread_free(Entry *entries, uint32_t *free_head,
-                                  uint32_t start, uint32_t stop) noexcept nogil:
+cdef inline void slab_thread_free(Slab *s, uint32_t start, uint32_t stop) noexcept nogil:
     """Mark entries [start, stop) free, lowest first in the free list."""
     cdef uint32_t i = stop
     while i > start:
         i -= 1
-        slab_push_free(entries, free_head, i)
+        slab_push_free(s, i)

@@ -21,8 +21,8 @@
 # never relinks anything, and an entry moves at most once per level.
 
 from libc.stdint cimport int64_t, uint32_t, uint64_t
-from libc.stdlib cimport realloc
 
+from conntable._memory cimport big_resize
 from conntable._slab cimport NIL
 
 cdef extern from *:
@@ -50,14 +50,15 @@ cdef struct Wheel:
     uint32_t *prev
 
 
-cdef inline int wheel_resize(Wheel *w, uint32_t capacity) noexcept nogil:
-    """Room for ``capacity`` entry nodes; new nodes are unlinked. -1 when out of memory."""
+cdef inline int wheel_resize(Wheel *w, uint32_t keep, uint32_t capacity) noexcept nogil:
+    """Room for ``capacity`` entry nodes, keeping the first ``keep``. -1 when out of memory."""
     cdef size_t n = NHEADS + <size_t>capacity
-    cdef uint32_t *nxt = <uint32_t *>realloc(w.next, n * sizeof(uint32_t))
+    cdef size_t kept = (NHEADS + <size_t>keep) * sizeof(uint32_t)
+    cdef uint32_t *nxt = <uint32_t *>big_resize(w.next, kept, n * sizeof(uint32_t))
     if nxt == NULL:
         return -1
     w.next = nxt
-    cdef uint32_t *prv = <uint32_t *>realloc(w.prev, n * sizeof(uint32_t))
+    cdef uint32_t *prv = <uint32_t *>big_resize(w.prev, kept, n * sizeof(uint32_t))
     if prv == NULL:
         return -1
     w.prev = prv
