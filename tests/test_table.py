@@ -390,3 +390,25 @@ def test_iteration_is_complete_with_holes(Table: type) -> None:
     for k in range(0, 1000, 3):
         del t[k * 7919]
     assert sorted(t) == sorted(k * 7919 for k in range(1000) if k % 3)
+
+
+def test_activity_times_survive_many_clock_moves(Table: type) -> None:
+    """Thousands of distinct clock values, some still referenced, many not."""
+    t = Table(math.inf, resolution=0.5)
+    for k in range(300):
+        t[k] = None
+    expected = {k: 0.0 for k in range(300)}
+    now = 0.0
+    for step in range(5000):
+        now += 0.001 * (1 + step % 7)
+        t.expire(now, limit=0 if step % 2 else None)
+        key = (step * 37) % 300
+        if step % 3 == 0:
+            t.touch(key)
+            expected[key] = now
+        if step % 11 == 0:
+            del t[key]
+            t.add(key, step)
+            expected[key] = now
+    assert {k: t.last_activity(k) for k in t} == expected
+    assert t.now == now
