@@ -106,6 +106,11 @@ cdef inline void wheel_unlink(Wheel *w, uint32_t node) noexcept nogil:
         w.occupied[before >> LEVEL_BITS] &= ~((<uint64_t>1) << (before & SLOT_MASK))
 
 
+cdef inline int64_t window_start(int64_t elapsed, int bits) noexcept nogil:
+    """``elapsed`` with its low ``bits`` bits cleared (the top level's window is everything)."""
+    return 0 if bits >= 63 else elapsed & ~((<int64_t>1 << bits) - 1)
+
+
 cdef inline uint32_t wheel_next_slot(const Wheel *w, int64_t *start) noexcept nogil:
     """The earliest occupied slot and, in ``start``, its first tick; NIL if none."""
     cdef int level, shift, slot, current
@@ -117,7 +122,7 @@ cdef inline uint32_t wheel_next_slot(const Wheel *w, int64_t *start) noexcept no
         shift = level * LEVEL_BITS
         current = <int>((<uint64_t>w.elapsed >> shift) & SLOT_MASK)
         slot = current + ctz64(occupied >> current)  # slots behind ``current`` are empty
-        start[0] = (w.elapsed & ~((<int64_t>1 << (shift + LEVEL_BITS)) - 1)) + (<int64_t>slot << shift)
+        start[0] = window_start(w.elapsed, shift + LEVEL_BITS) + (<int64_t>slot << shift)
         return level * SLOTS + slot
     return NIL
 
