@@ -116,11 +116,11 @@ class ConnectionTable:
             entry = self._entries.get(c.check_key(key))
         return default if entry is None else entry.value
 
-    def last_activity(self, key: int) -> float:
+    def last_activity(self, key: int, /) -> float:
         """When the entry last saw activity, exactly as ``now`` was then."""
         return self._lookup(key).last
 
-    def due(self, key: int) -> float:
+    def due(self, key: int, /) -> float:
         """``min(last_activity + idle_timeout, deadline)``; ``math.inf`` if never."""
         return self._lookup(key).due()
 
@@ -141,14 +141,14 @@ class ConnectionTable:
         return ItemsView(self)  # type: ignore[arg-type]
 
     # -- activity: the hot path -------------------------------------------
-    def touch(self, key: int) -> None:
+    def touch(self, key: int, /) -> None:
         """Record activity on ``key`` at ``now``. KeyError if absent."""
         entry = self._entries.get(key)
         if entry is None or type(key) is not int:
             entry = self._find(key)
         entry.last = self._now
 
-    def touch_many(self, keys: Iterable[int]) -> int:
+    def touch_many(self, keys: Iterable[int], /) -> int:
         """Touch every present key of ``keys``; return how many were present."""
         entries = self._entries
         now = self._now
@@ -241,13 +241,13 @@ class ConnectionTable:
         old.clear()  # values' __del__ run last, on an empty, consistent table
 
     # -- timers ------------------------------------------------------------
-    def set_deadline(self, key: int, when: Optional[float]) -> None:
+    def set_deadline(self, key: int, when: Optional[float], /) -> None:
         """Set an absolute deadline on the table's clock; ``None`` clears it."""
         entry = self._lookup(key)
         entry.deadline = c.check_deadline(when)
         self._rearm(entry)
 
-    def set_idle_timeout(self, key: int, seconds: Optional[float]) -> None:
+    def set_idle_timeout(self, key: int, seconds: Optional[float], /) -> None:
         """Set the entry's own idle timeout; ``None`` restores the table's default."""
         entry = self._lookup(key)
         entry.idle = self._idle_timeout if seconds is None else c.check_timeout("idle_timeout", seconds)
