@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Build the compiled core with AddressSanitizer + UndefinedBehaviorSanitizer in
+# a throw-away virtual environment and run the core test suite under it.
+#   tools/sanitize.sh                 # core tests, default hypothesis profile
+#   HYPOTHESIS_PROFILE=long tools/sanitize.sh tests/test_stateful.py
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+venv=${SANITIZE_VENV:-/tmp/conntable-sanitize}
+python3 -m venv "$venv"
+"$venv/bin/python" -m pip install --quiet --upgrade pip "setuptools>=68" wheel "Cython>=3.1" pytest hypothesis
+CONNTABLE_SANITIZE=1 "$venv/bin/python" -m pip install --quiet --no-build-isolation --force-reinstall --no-deps "$root"
+cd "$root"
+if [ $# -eq 0 ]; then
+  set -- tests/test_table.py tests/test_lifecycle.py tests/test_stateful.py tests/test_package.py
+fi
+# The Python binary is not instrumented: preload the runtime. Leak checking is
+# off because CPython keeps interned objects alive at exit by design.
+LD_PRELOAD=$(gcc -print-file-name=libasan.so) \
+ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 \
+UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+  "$venv/bin/python" -m pytest -p no:cacheprovider -s -q "$@"
