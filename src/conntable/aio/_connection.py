@@ -78,6 +78,7 @@ class AdapterRef(weakref.ref):  # type: ignore[type-arg]
     """
 
     __slots__ = ("conn_id",)
+    conn_id: int
 
     def __new__(cls, adapter: "_Adapter", callback: Callable[["AdapterRef"], None], conn_id: int) -> "AdapterRef":
         self = super().__new__(cls, adapter, callback)
@@ -85,7 +86,7 @@ class AdapterRef(weakref.ref):  # type: ignore[type-arg]
         return self
 
     def __init__(self, adapter: "_Adapter", callback: Callable[["AdapterRef"], None], conn_id: int) -> None:
-        super().__init__(adapter, callback)
+        super().__init__(adapter, callback)  # type: ignore[call-arg]
 
 
 class Connection:
@@ -130,7 +131,7 @@ class Connection:
         return None if ref is None else ref()
 
     @property
-    def transport(self) -> Optional[asyncio.BaseTransport]:
+    def transport(self) -> Optional[asyncio.Transport]:
         """The connection's transport while it exists, else None."""
         adapter = self._adapter()
         return None if adapter is None else adapter.transport

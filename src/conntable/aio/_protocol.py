@@ -26,7 +26,7 @@ no timer handle per call.
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Any, Awaitable, Callable, ClassVar, Optional
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Coroutine, Optional
 
 from ._connection import CloseReason, Connection, ConnectionState
 from ._log import log_failure, logger
@@ -57,7 +57,7 @@ class _ManagedMixin:
     #: The manager that holds this connection.
     manager: "ConnectionManager"
 
-    def spawn(self, coro: Awaitable[Any], *, name: Optional[str] = None) -> "asyncio.Task[Any]":
+    def spawn(self, coro: Coroutine[Any, Any, Any], *, name: Optional[str] = None) -> "asyncio.Task[Any]":
         """Run ``coro`` as a task that is cancelled when this connection ends."""
         return self.manager.spawn(self.connection.id, coro, name=name)
 
@@ -73,8 +73,10 @@ class _ManagedMixin:
         """Called instead of ``connection_made`` when the circuit breaker refuses the connection.
 
         The default closes the transport. Override it to answer first, e.g.
-        write an HTTP 503 and close. Received data is discarded from now on;
-        whatever is still open after the manager's ``close_timeout`` is aborted.
+        write an HTTP 503 and close. ``connection_made`` and
+        ``connection_lost`` are not called for a refused connection; received
+        data is discarded; whatever is still open after the manager's
+        ``close_timeout`` is aborted. Cleanups added here still run.
         """
         transport.close()
 
@@ -113,7 +115,7 @@ class _Adapter(asyncio.BaseProtocol):
         self._manager = manager
         #: The user's protocol.
         self.protocol = protocol
-        self.transport: Optional[asyncio.BaseTransport] = None
+        self.transport: Optional[asyncio.Transport] = None
         self._conn: Optional[Connection] = None
         self._conn_id = 0
         self._deliver: Callable[[Any], None] = _discard
@@ -121,7 +123,7 @@ class _Adapter(asyncio.BaseProtocol):
         self._eof = False      # the peer closed its end first
 
     # -- the transport's calls ----------------------------------------------
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:  # type: ignore[override]
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         self.transport = transport
         try:
             conn = self._conn = self._manager._register(self, transport)
@@ -145,9 +147,10 @@ class _Adapter(asyncio.BaseProtocol):
             protocol.connection_made(transport)
         except Exception:
             log_failure(conn.id, "connection_made")
-            transport.abort()  # connection_lost follows and ends the connection as an error
+            conn.close_reason = conn.close_reason or CloseReason.ERROR
+            transport.abort()  # connection_lost follows and ends the connection
 
-    def connection_lost(self, exc: Optional[BaseException]) -> None:
+    def connection_lost(self, exc: Optional[Exception]) -> None:
         conn = self._conn
         try:
             if self._started:
@@ -230,7 +233,7 @@ class _BufferedAdapter(_Adapter, asyncio.BufferedProtocol):
     def get_buffer(self, sizehint: int) -> Any:
         return self._get_buffer(sizehint)
 
-    buffer_updated = _Adapter._activity
+    buffer_updated = _Adapter._activity  # type: ignore[assignment]
 
 
 def adapter_for(manager: "ConnectionManager", protocol: asyncio.BaseProtocol) -> _Adapter:

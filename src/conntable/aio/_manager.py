@@ -1,0 +1,547 @@
+"""ConnectionManager: every connection of a server or client in one connection table.
+
+How the pieces fit:
+
+* The table (``conntable.ConnectionTable`` unless ``table_factory`` says
+  otherwise) maps connection ids to :class:`Connection` records and keeps
+  their idle timeouts and deadlines on its timer wheel. Its clock is the
+  loop's (``loop.time()``), and it moves only when the manager moves it.
+* Activity (``data_received``, ``buffer_updated``, :meth:`touch`) is one
+  ``table.touch``, recorded at the table's clock. To keep that clock fresh
+  without reading the time per packet, the manager reads it at most once per
+  ``resolution`` while there is activity, and arms one timer handle that
+  marks it stale again; while nothing happens, nothing runs.
+* One sweeper task (see ``_sweeper``) sleeps until the table's next expiry
+  and hands due connections back in bounded batches.
+* A due connection is asked to close (``transport.close()`` or the
+  protocol's hook) and stays in the table, CLOSING, with a deadline
+  ``close_timeout`` later; if it comes due again it is aborted; if even
+  that brings no ``connection_lost``, it is forgotten. Close timeouts need no
+  timers of their own, and an empty table means every connection is gone.
+* Every way a connection ends goes through ``_end``, which runs once per
+  connection: out of the table, tasks cancelled, cleanups run LIFO.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import math
+from typing import Any, Callable, Coroutine, List, Optional, Set, Tuple, TypeVar
+
+import conntable
+from conntable import Expired
+
+from ._breaker import CircuitBreaker
+from ._connection import AdapterRef, CloseReason, Connection, ConnectionState
+from ._log import log_failure, logger
+from ._protocol import _Adapter, adapter_for
+from ._resources import rss_bytes
+from ._stats import ResourceStats, ShutdownSummary, empty_closed_counts
+from ._sweeper import Sweeper
+
+__all__ = ("ConnectionManager",)
+
+T = TypeVar("T")
+ProtocolFactory = Callable[[], asyncio.BaseProtocol]
+
+NEW = ConnectionState.NEW
+OPEN = ConnectionState.OPEN
+CLOSING = ConnectionState.CLOSING
+ABORTING = ConnectionState.ABORTING
+CLOSED = ConnectionState.CLOSED
+
+
+def _seconds(name: str, value: Optional[float], *, finite: bool = False) -> Optional[float]:
+    """A positive duration; None stays None (and so does math.inf unless ``finite``)."""
+    if value is None:
+        return None
+    seconds = float(value)
+    if not seconds > 0.0 or (finite and seconds == math.inf):
+        kind = "a positive finite" if finite else "a positive"
+        raise ValueError(f"{name} must be {kind} number of seconds or None, got {value!r}")
+    return None if seconds == math.inf else seconds
+
+
+class ConnectionManager:
+    """Tracks, times out, limits and shuts down the connections of one event loop.
+
+    ``idle_timeout``: close a connection after this long without activity
+    (None: never). ``handshake_timeout``: close a connection that sent no
+    byte this long after it opened (None: no limit). ``max_lifetime``: close
+    any connection this long after it opened (None: no limit).
+    ``max_connections``: open the circuit breaker at this many connections
+    (None: the process's file-descriptor limit minus ``fd_reserve``).
+    ``resolution``: granularity of every timeout, in seconds; a connection
+    can be closed up to ``resolution`` early or late. ``close_timeout``: how
+    long a connection asked to close may take before it is aborted.
+    ``expire_batch``: most expirations handled per loop iteration.
+    ``table_factory``: builds the table, called as
+    ``table_factory(idle_timeout, resolution=resolution)`` (default
+    ``conntable.ConnectionTable``; ``conntable.PyConnectionTable`` works too).
+    ``fd_reserve``: file descriptors kept free (default 5% of the limit).
+
+    A manager binds to the running loop at its first connection and serves
+    that loop only. Use it through :meth:`protocol_factory`,
+    :meth:`create_server` or :meth:`create_connection`, and end it with
+    :meth:`shutdown` (or ``async with``).
+    """
+
+    def __init__(
+        self,
+        idle_timeout: Optional[float] = 60.0,
+        *,
+        handshake_timeout: Optional[float] = None,
+        max_lifetime: Optional[float] = None,
+        max_connections: Optional[int] = None,
+        resolution: float = 0.5,
+        close_timeout: float = 5.0,
+        expire_batch: int = 1000,
+        table_factory: Optional[Callable[..., Any]] = None,
+        fd_reserve: Optional[int] = None,
+    ) -> None:
+        idle = _seconds("idle_timeout", idle_timeout)
+        self._handshake_timeout = _seconds("handshake_timeout", handshake_timeout)
+        self._max_lifetime = _seconds("max_lifetime", max_lifetime)
+        close = _seconds("close_timeout", close_timeout, finite=True)
+        if close is None:
+            raise ValueError("close_timeout must be a positive finite number of seconds, got None")
+        self._close_timeout = close
+        if isinstance(expire_batch, bool) or not isinstance(expire_batch, int) or expire_batch < 1:
+            raise ValueError(f"expire_batch must be a positive int, got {expire_batch!r}")
+        self._expire_batch = expire_batch
+        factory = conntable.ConnectionTable if table_factory is None else table_factory
+        self._table = factory(math.inf if idle is None else idle, resolution=resolution)
+        self._resolution: float = self._table.resolution
+        self._breaker = CircuitBreaker(max_connections, fd_reserve=fd_reserve)
+
+        self._loop: Optional[asyncio.AbstractEventLoop] = None
+        self._sweeper: Optional[Sweeper] = None
+        # True while table.now is less than ``resolution`` old. Starts True so
+        # that touch() before the first connection goes straight to a KeyError.
+        self._clock_fresh = True
+        self._clock_handle: Optional[asyncio.TimerHandle] = None
+        self._last_id = 0
+        self._servers: List[asyncio.AbstractServer] = []
+        self._tasks: Set[asyncio.Task[Any]] = set()
+        # Cancelled once already: a second cancel() would interrupt the task's own cleanup.
+        self._cancelling: Set[asyncio.Task[Any]] = set()
+        self._abandoned: List[int] = []  # ids queued by the weak-reference callback
+        self._empty_waiter: Optional[asyncio.Future[None]] = None
+        self._stopping = False
+        self._shutdown_task: Optional[asyncio.Task[ShutdownSummary]] = None
+        self._summary: Optional[ShutdownSummary] = None  # set while shutting down
+
+        self._peak = 0
+        self._opened_total = 0
+        self._rejected_total = 0
+        self._aborted_total = 0
+        self._closed_total = empty_closed_counts()
+
+    # -- settings ------------------------------------------------------------
+    @property
+    def idle_timeout(self) -> Optional[float]:
+        idle: float = self._table.idle_timeout
+        return None if idle == math.inf else idle
+
+    @property
+    def handshake_timeout(self) -> Optional[float]:
+        return self._handshake_timeout
+
+    @property
+    def max_lifetime(self) -> Optional[float]:
+        return self._max_lifetime
+
+    @property
+    def resolution(self) -> float:
+        return self._resolution
+
+    @property
+    def close_timeout(self) -> float:
+        return self._close_timeout
+
+    @property
+    def max_connections(self) -> int:
+        return self._breaker.max_connections
+
+    # -- wiring into asyncio ---------------------------------------------------
+    def protocol_factory(self, factory: ProtocolFactory) -> ProtocolFactory:
+        """Wrap a protocol factory so that each connection it serves is managed.
+
+        Pass the result to ``loop.create_server`` or ``loop.create_connection``.
+        The loop then sees an adapter (``transport.get_protocol()``), whose
+        ``protocol`` attribute is the instance ``factory()`` returned.
+        """
+
+        def managed_protocol() -> asyncio.BaseProtocol:
+            return adapter_for(self, factory())
+
+        return managed_protocol
+
+    async def create_server(
+        self, factory: ProtocolFactory, host: Any = None, port: Any = None, **kwargs: Any
+    ) -> asyncio.AbstractServer:
+        """``loop.create_server`` with managed connections; the server is shut down with the manager."""
+        loop = asyncio.get_running_loop()
+        server = await loop.create_server(self.protocol_factory(factory), host, port, **kwargs)
+        self.add_server(server)
+        return server
+
+    async def create_connection(
+        self, factory: ProtocolFactory, host: Any = None, port: Any = None, **kwargs: Any
+    ) -> Tuple[asyncio.BaseTransport, asyncio.BaseProtocol]:
+        """``loop.create_connection`` with a managed connection; returns ``(transport, your protocol)``."""
+        loop = asyncio.get_running_loop()
+        transport, adapter = await loop.create_connection(self.protocol_factory(factory), host, port, **kwargs)
+        return transport, adapter.protocol  # type: ignore[attr-defined]
+
+    def add_server(self, server: asyncio.AbstractServer) -> None:
+        """Have :meth:`shutdown` stop ``server`` from accepting (for servers made without :meth:`create_server`)."""
+        self._servers.append(server)
+        if self._stopping:
+            server.close()
+
+    # -- per-connection API ---------------------------------------------------
+    def __len__(self) -> int:
+        """Connections held: open, closing, or refused and not yet gone."""
+        return len(self._table)
+
+    def get(self, conn_id: int) -> Optional[Connection]:
+        """The record of a connection that is not gone yet, else None."""
+        return self._table.get(conn_id)  # type: ignore[no-any-return]
+
+    def touch(self, conn_id: int) -> None:
+        """Record activity on a connection; KeyError if it is gone.
+
+        Received data is recorded automatically; call this for anything
+        else that should keep the connection from being idle. Activity is
+        recorded on a clock refreshed at most once per ``resolution``, so it
+        can be up to ``resolution`` earlier than the real event.
+        """
+        if not self._clock_fresh:
+            self._advance_clock(self._loop.time())  # type: ignore[union-attr]
+        self._table.touch(conn_id)
+
+    def add_cleanup(self, conn_id: int, callback: Callable[[CloseReason], Any]) -> None:
+        """Call ``callback(reason)`` exactly once when the connection ends.
+
+        Callbacks run last added first; an exception in one is logged with
+        the connection id and does not stop the others. KeyError if the
+        connection is gone already.
+        """
+        conn = self._live(conn_id)
+        if conn._cleanups is None:
+            conn._cleanups = []
+        conn._cleanups.append(callback)
+
+    def spawn(self, conn_id: int, coro: Coroutine[Any, Any, T], *, name: Optional[str] = None) -> "asyncio.Task[T]":
+        """Run ``coro`` as a task that is cancelled when the connection ends.
+
+        An exception the task raises is logged with the connection id; it
+        does not close the connection. KeyError (and ``coro`` is closed) if
+        the connection is gone already.
+        """
+        try:
+            conn = self._live(conn_id)
+        except KeyError:
+            coro.close()
+            raise
+        task = self._loop.create_task(coro, name=name)  # type: ignore[union-attr]
+        if conn._tasks is None:
+            conn._tasks = set()
+        conn._tasks.add(task)
+        self._tasks.add(task)
+        task.add_done_callback(functools.partial(self._task_done, conn))
+        return task
+
+    def _live(self, conn_id: int) -> Connection:
+        conn: Optional[Connection] = self._table.get(conn_id)
+        if conn is None:
+            raise KeyError(f"connection {conn_id} is gone")
+        return conn
+
+    def _task_done(self, conn: Connection, task: "asyncio.Task[Any]") -> None:
+        self._tasks.discard(task)
+        self._cancelling.discard(task)
+        if conn._tasks is not None:
+            conn._tasks.discard(task)
+        if not task.cancelled():
+            exc = task.exception()
+            if exc is not None:
+                logger.error("connection %d: task %r failed", conn.id, task, exc_info=exc)
+
+    # -- reports ---------------------------------------------------------------
+    def stats(self) -> ResourceStats:
+        """A snapshot of the connections and the process's resources.
+
+        Counts the open file descriptors (a directory listing: fine per
+        scrape, not per request) and corrects the breaker's estimate with it.
+        """
+        held = len(self._table)
+        breaker = self._breaker
+        fds = breaker.resync(held, -math.inf if self._loop is None else self._loop.time())
+        return ResourceStats(
+            active=held,
+            peak=self._peak,
+            opened_total=self._opened_total,
+            closed_total={reason.value: count for reason, count in self._closed_total.items()},
+            rejected_total=self._rejected_total,
+            aborted_total=self._aborted_total,
+            tasks_active=len(self._tasks),
+            breaker_open=breaker.is_open,
+            breaker_trips_total=breaker.trips,
+            max_connections=breaker.max_connections,
+            open_fds=fds,
+            max_fds=breaker.fd_limit,
+            resident_memory_bytes=rss_bytes(),
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"<{type(self).__qualname__} connections={len(self._table)} "
+            f"idle_timeout={self.idle_timeout!r} breaker={'open' if self._breaker.is_open else 'closed'}"
+            f"{' stopping' if self._stopping else ''}>"
+        )
+
+    # -- shutdown ----------------------------------------------------------------
+    async def shutdown(self, grace: float = 30.0) -> ShutdownSummary:
+        """Stop accepting, close every connection, and wait for them; return what happened.
+
+        Servers registered with the manager stop accepting, and connections
+        that arrive meanwhile are refused. Every open connection is asked to
+        close (its protocol's :meth:`~ManagedProtocol.close_requested`, else
+        ``transport.close()``); after ``grace`` seconds the rest are aborted;
+        then the remaining tasks are cancelled and waited for (up to
+        ``close_timeout``), and every cleanup has run. No polling: the wait
+        ends when the last connection goes. Calling it again waits for the
+        same shutdown.
+        """
+        if self._shutdown_task is None:
+            self._shutdown_task = asyncio.ensure_future(self._shut_down(float(grace)))
+        # Shielded: a caller that gives up waiting does not leave a half-closed manager.
+        return await asyncio.shield(self._shutdown_task)
+
+    async def __aenter__(self) -> "ConnectionManager":
+        return self
+
+    async def __aexit__(self, *exc_info: Any) -> None:
+        await self.shutdown()
+
+    async def _shut_down(self, grace: float) -> ShutdownSummary:
+        self._stopping = True
+        summary = self._summary = ShutdownSummary()
+        for server in self._servers:
+            server.close()
+            summary.servers_closed += 1
+        loop, sweeper = self._loop, self._sweeper
+        if loop is not None and sweeper is not None:
+            deadline = loop.time() + grace
+            for conn in list(self._table.values()):
+                if conn.state is OPEN or conn.state is NEW:
+                    self._begin_close(conn, CloseReason.SHUTDOWN, deadline)
+            await self._until_empty(grace)
+            now = loop.time()
+            for conn in list(self._table.values()):
+                if conn.state is not ABORTING:
+                    self._abort(conn, now)
+            await self._until_empty(self._close_timeout)
+            for conn in list(self._table.values()):  # aborted, and still no connection_lost
+                self._end(conn, CloseReason.ABANDONED)
+            await sweeper.stop()
+            if self._clock_handle is not None:
+                self._clock_handle.cancel()
+            self._clock_fresh = True  # no more clock timers
+            for task in list(self._tasks):  # normally none: ended connections cancelled theirs
+                if self._cancel(task):
+                    summary.tasks_cancelled += 1
+            if self._tasks:
+                await asyncio.wait(list(self._tasks), timeout=self._close_timeout)
+            summary.tasks_still_running = len(self._tasks)
+            if self._tasks:
+                logger.warning("%d connection tasks ignored cancellation", len(self._tasks))
+        for server in self._servers:
+            try:
+                await asyncio.wait_for(server.wait_closed(), self._close_timeout)
+            except asyncio.TimeoutError:
+                logger.warning("server %r did not finish closing", server)
+        self._summary = None
+        return summary
+
+    async def _until_empty(self, timeout: float) -> None:
+        """Wait until the table is empty (one future, completed by ``_end``) or ``timeout``."""
+        if not len(self._table):
+            return
+        waiter = self._empty_waiter = self._loop.create_future()  # type: ignore[union-attr]
+        try:
+            await asyncio.wait([waiter], timeout=timeout)
+        finally:
+            self._empty_waiter = None
+
+    # -- the connection life cycle (called by the adapters and the sweeper) ----
+    def _bind(self) -> asyncio.AbstractEventLoop:
+        loop = asyncio.get_running_loop()
+        self._loop = loop
+        self._table.expire(loop.time())  # from now on the table's clock is the loop's
+        self._clock_fresh = False
+        self._sweeper = Sweeper(loop, self._table, self._expire_batch, self._on_due)
+        self._sweeper.start()
+        return loop
+
+    def _advance_clock(self, now: float) -> None:
+        """Move the table's clock to ``now`` and keep it there for one ``resolution``."""
+        self._table.expire(now, 0)  # only moves the clock: processes nothing
+        self._clock_fresh = True
+        self._clock_handle = self._loop.call_at(now + self._resolution, self._clock_went_stale)  # type: ignore[union-attr]
+
+    def _clock_went_stale(self) -> None:
+        self._clock_fresh = False
+        self._clock_handle = None
+
+    def _register(self, adapter: _Adapter, transport: asyncio.BaseTransport) -> Connection:
+        """Put a new connection in the table: admitted, or refused and closing."""
+        loop = self._loop or self._bind()
+        now = loop.time()
+        if not self._clock_fresh:
+            self._advance_clock(now)
+        table = self._table
+        conn_id = self._last_id = self._last_id + 1
+        ref = AdapterRef(adapter, self._adapter_collected, conn_id)
+        conn = Connection(conn_id, transport.get_extra_info("peername"), now, table, ref)
+        if self._stopping or not self._breaker.admit(len(table), now):
+            conn.state = CLOSING
+            conn.close_reason = CloseReason.REJECTED
+            table.add(conn_id, conn, idle_timeout=math.inf, deadline=now + self._close_timeout)
+            self._rejected_total += 1
+            if self._summary is not None:
+                self._summary.rejected += 1
+        else:
+            deadline = None if self._max_lifetime is None else now + self._max_lifetime
+            if self._handshake_timeout is not None:
+                conn.state = NEW
+                first_byte_by = now + self._handshake_timeout
+                deadline = first_byte_by if deadline is None else min(deadline, first_byte_by)
+            table.add(conn_id, conn, deadline=deadline)
+            self._opened_total += 1
+        if len(table) > self._peak:
+            self._peak = len(table)
+        self._sweeper.wake_if_earlier(table.due(conn_id))  # type: ignore[union-attr]
+        return conn
+
+    def _first_activity(self, conn: Connection) -> None:
+        """The first byte arrived: the handshake deadline gives way to the lifetime one."""
+        if conn.state is NEW:
+            conn.state = OPEN
+            lifetime = None if self._max_lifetime is None else conn.opened_at + self._max_lifetime
+            self._table.set_deadline(conn.id, lifetime)
+
+    def _on_due(self, expired: List[Expired], now: float) -> None:
+        for conn_id, conn, why in expired:
+            try:
+                self._due(conn, why, now)
+            except Exception:
+                logger.exception("connection %d: expiry failed; forgetting it", conn_id)
+                self._end(conn, CloseReason.ERROR)
+
+    def _due(self, conn: Connection, why: str, now: float) -> None:
+        state = conn.state
+        if state is OPEN or state is NEW:
+            if why == "idle":
+                reason = CloseReason.IDLE
+            else:
+                reason = CloseReason.HANDSHAKE if state is NEW else CloseReason.LIFETIME
+            self._begin_close(conn, reason, now + self._close_timeout)
+        elif state is CLOSING:
+            self._abort(conn, now)
+        else:  # ABORTING, and the transport never reported connection_lost
+            self._end(conn, CloseReason.ABANDONED)
+
+    def _hold_until(self, conn: Connection, deadline: float) -> None:
+        """Keep ``conn`` in the table, immune to idleness, until ``deadline``."""
+        table = self._table
+        if conn.id in table:
+            table.set_idle_timeout(conn.id, math.inf)
+            table.set_deadline(conn.id, deadline)
+        else:  # just expired: the table gave it back
+            table.add(conn.id, conn, idle_timeout=math.inf, deadline=deadline)
+        self._sweeper.wake_if_earlier(deadline)  # type: ignore[union-attr]
+
+    def _begin_close(self, conn: Connection, reason: CloseReason, deadline: float) -> None:
+        conn.state = CLOSING
+        if conn.close_reason is None:
+            conn.close_reason = reason
+        self._hold_until(conn, deadline)
+        adapter = conn._adapter()
+        if adapter is None:  # collected: its weak-reference callback is on the way
+            self._end(conn, CloseReason.ABANDONED)
+        else:
+            adapter.request_close(reason)
+
+    def _abort(self, conn: Connection, now: float) -> None:
+        conn.state = ABORTING
+        self._aborted_total += 1
+        self._hold_until(conn, now + self._close_timeout)
+        transport = conn.transport
+        if transport is None:
+            self._end(conn, CloseReason.ABANDONED)
+        else:
+            transport.abort()
+
+    def _end(self, conn: Connection, reason: CloseReason) -> None:
+        """The one way out, run once per connection: forget it, cancel its tasks, run its cleanups."""
+        was = conn.state
+        if was is CLOSED:
+            return
+        conn.state = CLOSED
+        reason = conn.close_reason = conn.close_reason or reason
+        conn._adapter_ref = None  # a dropped weak reference never calls back
+        table = self._table
+        if conn.id in table:
+            del table[conn.id]
+        self._closed_total[reason] += 1
+        summary = self._summary
+        if summary is not None and reason is not CloseReason.REJECTED:  # refusals are counted at arrival
+            if was is ABORTING:
+                summary.aborted += 1
+            else:
+                summary.closed_gracefully += 1
+        if conn._tasks:
+            for task in list(conn._tasks):
+                if self._cancel(task) and summary is not None:
+                    summary.tasks_cancelled += 1
+        cleanups = conn._cleanups
+        if cleanups:
+            conn._cleanups = None
+            for callback in reversed(cleanups):
+                try:
+                    callback(reason)
+                except Exception:
+                    log_failure(conn.id, f"cleanup {callback!r}")
+        if not len(table) and self._empty_waiter is not None and not self._empty_waiter.done():
+            self._empty_waiter.set_result(None)
+
+    def _cancel(self, task: "asyncio.Task[Any]") -> bool:
+        """Cancel ``task`` unless it is done or was cancelled already; return whether it was."""
+        if task.done() or task in self._cancelling:
+            return False
+        self._cancelling.add(task)
+        task.cancel()
+        return True
+
+    def _adapter_collected(self, ref: AdapterRef) -> None:
+        """A live connection's adapter was garbage collected: its transport is gone.
+
+        Runs wherever the collector runs (inside any allocation, in any
+        thread), so it only queues the id and wakes the loop safely.
+        """
+        abandoned = self._abandoned
+        abandoned.append(ref.conn_id)
+        loop = self._loop
+        if len(abandoned) == 1 and loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self._reap_abandoned)
+
+    def _reap_abandoned(self) -> None:
+        ids, self._abandoned = self._abandoned, []
+        for conn_id in ids:
+            conn = self._table.get(conn_id)
+            if conn is not None:
+                self._end(conn, CloseReason.ABANDONED)

@@ -1,0 +1,63 @@
+"""Fixtures for the asyncio layer's tests.
+
+Every test that uses ``run`` runs twice: on asyncio's default loop and on
+uvloop (a test dependency: without it the uvloop cases fail, they do not
+skip). Sockets are real, on 127.0.0.1 only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, Callable
+
+import pytest
+
+from aio_support import HOST, TEST_TIMEOUT
+
+
+@pytest.fixture(params=["asyncio", "uvloop"])
+def loop_kind(request: pytest.FixtureRequest) -> str:
+    return request.param  # type: ignore[no-any-return]
+
+
+def new_loop(kind: str) -> asyncio.AbstractEventLoop:
+    if kind == "uvloop":
+        import uvloop  # required: a missing uvloop fails these cases
+
+        return uvloop.new_event_loop()
+    return asyncio.SelectorEventLoop()
+
+
+async def _open_loop_resources() -> None:
+    """Make the loop open what it keeps for its lifetime before a test counts descriptors.
+
+    libuv opens a spare descriptor (/dev/null, for its EMFILE recovery) at
+    the first listen and keeps it until the loop closes.
+    """
+    server = await asyncio.start_server(lambda reader, writer: None, HOST, 0)
+    server.close()
+    await server.wait_closed()
+
+
+@pytest.fixture
+def run(loop_kind: str) -> Callable[..., Any]:
+    """``run(coroutine)``: run it on a fresh loop of the kind under test, under a hang guard."""
+
+    def runner(coro: Any, timeout: float = TEST_TIMEOUT) -> Any:
+        loop = new_loop(loop_kind)
+        try:
+            loop.run_until_complete(_open_loop_resources())
+            return loop.run_until_complete(asyncio.wait_for(coro, timeout))
+        finally:
+            # After a failure, tasks may be left: cancel them as asyncio.run does.
+            leftovers = asyncio.all_tasks(loop)
+            if leftovers:
+                for task in leftovers:
+                    task.cancel()
+                loop.run_until_complete(asyncio.wait(leftovers))
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.close()
+
+    return runner
+
+

@@ -1,0 +1,183 @@
+"""The circuit breaker: refuse at the limit, resume below the low-water mark, never reach EMFILE."""
+
+from __future__ import annotations
+
+import asyncio
+import resource
+import socket
+
+from aio_support import HOST, Scenario, Tracked, eventually, open_fds, read_until_eof
+
+from conntable.aio import CircuitBreaker, CloseReason, ConnectionManager
+
+# -- the state machine, with an injected descriptor count -----------------------
+
+
+class Fds:
+    """A fake descriptor count the test moves by hand."""
+
+    def __init__(self, count):
+        self.count = count
+        self.measures = 0
+
+    def __call__(self):
+        self.measures += 1
+        return self.count
+
+
+def test_breaker_hysteresis_on_connection_count(run):
+    async def scenario():
+        breaker = CircuitBreaker(10, fd_limit=1000, count_fds=Fds(5))
+        assert breaker.resume_below == 9
+        admitted = [breaker.admit(held, now=0.0) for held in range(10)]
+        assert admitted == [True] * 10 and not breaker.is_open
+        assert breaker.admit(10, now=0.0) is False and breaker.is_open and breaker.trips == 1
+        assert breaker.admit(9, now=0.0) is False  # 9 is not below the low-water mark
+        assert breaker.admit(8, now=0.0) is True and not breaker.is_open
+        assert breaker.admit(9, now=0.0) is True  # closed again: admits up to the limit
+        assert breaker.trips == 1
+
+    run(scenario())
+
+
+def test_breaker_opens_on_the_descriptor_reserve(run):
+    async def scenario():
+        fds = Fds(100)  # the process's descriptors, as the test sets them
+        breaker = CircuitBreaker(10_000, fd_limit=200, fd_reserve=20, count_fds=fds, remeasure_interval=1.0)
+        assert breaker.free_fds(0) == 100 and fds.measures == 1
+
+        def admit(other, held, now):
+            fds.count = other + held + 1  # the new connection's descriptor exists already
+            return breaker.admit(held, now)
+
+        assert admit(150, 0, now=0.5) is True  # first accept: measures, sees 150 others
+        assert breaker.free_fds(1) == 49 and fds.measures == 2
+        assert admit(180, 10, now=0.6) is True  # 30 more others, unseen until the next measure
+        assert fds.measures == 2
+        assert admit(180, 11, now=2.0) is False and breaker.is_open  # measured: 200-180-12 < 20
+        assert fds.measures == 3 and breaker.trips == 1
+        # Descriptors come back, but the resume margin is 10% of max_connections: 1000.
+        assert admit(60, 0, now=4.0) is False
+        small = CircuitBreaker(10, fd_limit=200, fd_reserve=20, count_fds=Fds(0))
+        assert small.fd_resume_free == 21
+
+    run(scenario())
+
+
+def test_default_max_connections_comes_from_the_descriptor_limit(run):
+    async def scenario():
+        breaker = CircuitBreaker(fd_limit=1000, count_fds=Fds(40))
+        assert breaker.fd_reserve == 50
+        assert breaker.max_connections == 1000 - 50 - 40
+        soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        manager = ConnectionManager()
+        assert manager.max_connections < soft
+        assert manager.stats().max_fds == soft
+
+    run(scenario())
+
+
+# -- on real sockets -------------------------------------------------------------
+
+
+def test_flood_past_max_connections(run):
+    async def scenario():
+        sc = Scenario(idle_timeout=60.0, max_connections=50)
+        port = await sc.serve()
+        admitted = await sc.connect(port, 50)
+        await sc.connected(50)
+        flood = await sc.connect(port, 150)
+        await sc.connected(200)
+        await eventually(lambda: sc.ended() == 150, "refused connections gone")
+        assert sc.ended(CloseReason.REJECTED) == 150
+        assert all([await read_until_eof(sock) == b"" for sock in flood])
+        stats = sc.mgr.stats()
+        assert (stats.opened_total, stats.rejected_total, stats.active) == (50, 150, 50)
+        assert stats.breaker_open and stats.breaker_trips_total == 1
+
+        async def leave(socks):
+            for sock in socks:
+                sock.close()
+            before = sc.ended()
+            await eventually(lambda: sc.ended() == before + len(socks), "peers gone")
+
+        async def newcomer():
+            before = len(sc.made)
+            await sc.connect(port, 1)
+            await sc.connected(before + 1)
+            return sc.mgr.get(sc.made[-1])
+
+        await leave(admitted[:3])   # 47 held: not below the low-water mark of 45
+        late = await newcomer()
+        assert late is None or late.close_reason is CloseReason.REJECTED
+        await eventually(lambda: sc.ended(CloseReason.REJECTED) == 151, "refused")
+        await leave(admitted[3:8])  # 42 held: accepting again
+        late = await newcomer()
+        assert late.close_reason is None and not sc.mgr.stats().breaker_open
+        stats = sc.mgr.stats()
+        assert (stats.opened_total, stats.rejected_total, stats.active) == (51, 151, 43)
+        await sc.finish()
+
+    run(scenario())
+
+
+class Busy(Tracked):
+    """Answers a refused connection before closing it, as an HTTP server would with a 503."""
+
+    def connection_rejected(self, transport):
+        self.scenario.track(self.connection.id)
+        transport.write(b"503 busy\n")
+        transport.close()
+
+
+def test_rejection_hook_answers(run):
+    async def scenario():
+        sc = Scenario(idle_timeout=60.0, max_connections=2)
+        port = await sc.serve(lambda: Busy(sc))
+        await sc.connect(port, 2)
+        await sc.connected(2)
+        refused = await sc.connect(port, 3, b"hello?")
+        await sc.connected(5)
+        assert [await read_until_eof(sock) for sock in refused] == [b"503 busy\n"] * 3
+        await eventually(lambda: sc.ended() == 3, "refused")
+        assert sc.ended(CloseReason.REJECTED) == 3
+        await sc.finish()
+
+    run(scenario())
+
+
+def test_descriptor_reserve_on_real_sockets(run):
+    """With a descriptor limit close by, the breaker opens before the process would hit EMFILE."""
+
+    async def scenario():
+        loop = asyncio.get_running_loop()
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        try:
+            limit = open_fds() + 100
+            resource.setrlimit(resource.RLIMIT_NOFILE, (limit, hard))
+            sc = Scenario(idle_timeout=60.0, max_connections=1000, fd_reserve=30)
+            errors = []
+            loop.set_exception_handler(lambda _loop, context: errors.append(context))
+            # 40 clients connect before the server accepts any: their
+            # descriptors are not the manager's, and its measurement at the
+            # first accept must see them.
+            listening = socket.create_server((HOST, 0), backlog=64)
+            await sc.connect(listening.getsockname()[1], 40)
+            spare = limit - open_fds()
+            await sc.mgr.create_server(lambda: Tracked(sc), sock=listening)
+            await sc.connected(40)
+            stats = sc.mgr.stats()
+            # The loop may accept many sockets before the first connection_made,
+            # so how many get in depends on its batching; never more than the
+            # reserve leaves, and never EMFILE.
+            assert stats.opened_total <= spare - 30
+            assert stats.rejected_total > 0
+            assert stats.opened_total + stats.rejected_total == 40
+            assert stats.breaker_open
+            assert errors == []  # no EMFILE anywhere
+            await eventually(lambda: sc.ended() == stats.rejected_total, "refused")
+            await sc.finish()
+        finally:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+    run(scenario())
