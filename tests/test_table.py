@@ -412,3 +412,34 @@ def test_activity_times_survive_many_clock_moves(Table: type) -> None:
             expected[key] = now
     assert {k: t.last_activity(k) for k in t} == expected
     assert t.now == now
+
+
+def test_a_sleeper_never_wakes_for_nothing(Table: type) -> None:
+    """next_expiry() names the first tick an entry can be due, not the start of a coarse slot."""
+    t = Table(60.0, resolution=0.1)
+    for k in range(200):
+        t.expire(k * 0.37, limit=0)
+        t[k] = k
+    wakeups = empty = 0
+    while len(t):
+        nxt = t.next_expiry()
+        assert nxt is not None
+        expired = t.expire(nxt)
+        wakeups += 1
+        empty += not expired
+    assert empty == 0 and wakeups <= 200
+    assert t.next_expiry() is None
+
+
+def test_a_loop_that_wakes_a_hair_early_still_makes_progress(Table: type) -> None:
+    """asyncio runs a timer up to its clock resolution before the time it was set for."""
+    t = Table(math.inf, resolution=0.1, now=1000.0)
+    for k in range(50):
+        t.add(k, deadline=1000.0 + k * 1.37 + 0.013 + (k % 3) * 40.0)  # levels 0 and 1
+    gone: set[int] = set()
+    for _ in range(200):  # bounded: a loop that cannot take the slot would spin here
+        nxt = t.next_expiry()
+        if nxt is None:
+            break
+        gone |= {e.key for e in t.expire(max(t.now, nxt - 1e-9))}
+    assert gone == set(range(50)) and len(t) == 0

@@ -55,7 +55,7 @@ from conntable._wheel cimport (
     NHEADS,
     PENDING,
     Wheel,
-    wheel_head_for,
+    wheel_arm,
     wheel_link,
     wheel_move_node,
     wheel_next_slot,
@@ -134,6 +134,7 @@ cdef enum:
 cdef uint64_t MAX_KEY = 0x7FFFFFFFFFFFFFFF
 cdef int64_t MAX_TICK = c.MAX_TICK
 cdef double MAX_TICK_F = <double>c.MAX_TICK
+cdef double TICK_SLACK = c.TICK_SLACK
 
 cdef object Expired = c.Expired
 cdef object TableFull = c.TableFull
@@ -530,7 +531,7 @@ cdef class ConnectionTable:
         when = tick_of((due - self.origin) / self.resolution_, True)
         if when <= self.wheel.elapsed:
             when = self.wheel.elapsed + 1
-        wheel_link(&self.wheel, NHEADS + i, wheel_head_for(&self.wheel, when))
+        wheel_arm(&self.wheel, NHEADS + i, when)
 
     cdef int _advance_clock(self, double now) except -1:
         """Make ``now`` the current epoch, renumbering the epochs in use when the array is full."""
@@ -584,7 +585,9 @@ cdef class ConnectionTable:
             t = c.check_now(now, current)
         cdef Py_ssize_t cap = -1 if limit is None else c.check_limit(limit)
         self._advance_clock(t)
-        cdef int64_t target = tick_of((t - self.origin) / self.resolution_, False)
+        # A loop may wake a hair before the time next_expiry() named: TICK_SLACK
+        # lets that call still take the slot (dues are then checked exactly).
+        cdef int64_t target = tick_of((t - self.origin) / self.resolution_ + TICK_SLACK, False)
         cdef Harvested *harvest = NULL
         cdef Harvested *grown
         cdef Py_ssize_t n = 0, room = 0, j = 0
@@ -650,12 +653,14 @@ cdef class ConnectionTable:
     def next_expiry(self):
         """When to call :meth:`expire` next; None if nothing can ever expire."""
         cdef int64_t start
+        cdef uint32_t head
         cdef double now = clock_now(&self.clock)
         if self.wheel.prev[PENDING] != PENDING:
             return now
-        if wheel_next_slot(&self.wheel, &start) == NIL:
+        head = wheel_next_slot(&self.wheel, &start)
+        if head == NIL:
             return None
-        cdef double when = self.origin + <double>start * self.resolution_
+        cdef double when = self.origin + <double>self.wheel.earliest[head] * self.resolution_
         # Mathematically later than now; the guard keeps rounding from making it not so.
         return when if when > now else nextafter(now, INFINITY)
 

@@ -266,8 +266,7 @@ class ConnectionTable:
         if due <= self._now:
             wheel.link(entry, PENDING)
             return
-        when = max(c.ceil_tick(due, self._origin, self._resolution), wheel.elapsed + 1)
-        wheel.link(entry, wheel.head_for(when))
+        wheel.arm(entry, max(c.ceil_tick(due, self._origin, self._resolution), wheel.elapsed + 1))
 
     def expire(self, now: float, limit: Optional[int] = None) -> List[c.Expired]:
         """Advance the clock to ``now``; remove and return the entries that are due.
@@ -315,7 +314,7 @@ class ConnectionTable:
         found = wheel.next_slot()
         if found is None:
             return None
-        when = self._origin + found[1] * self._resolution
+        when = self._origin + wheel.earliest[found[0]] * self._resolution
         # Mathematically later than now; the guard keeps rounding from making it not so.
         return when if when > self._now else math.nextafter(self._now, math.inf)
 

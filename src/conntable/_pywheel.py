@@ -9,6 +9,10 @@ holds the earliest slot, and the slot is found from a 64-bit occupancy mask
 with a count-trailing-zeros, never by walking empty slots (Tokio's
 ``wheel/level.rs``, Linux's ``kernel/time/timer.c``).
 
+Each slot also keeps ``earliest``, a lower bound on the ticks armed in it
+(exact until an entry leaves), so a sleeper wakes when the first entry can be
+due, not when a coarse slot merely starts: no wake-up only to cascade.
+
 Costs: link and unlink O(1); finding the next slot O(LEVELS); a slot that
 comes due is moved whole to the ``PENDING`` list, where the table examines
 each entry and either fires it or re-arms it lower down (cascading). An entry
@@ -24,7 +28,7 @@ from __future__ import annotations
 
 from typing import Any, Optional, Tuple
 
-from ._common import LEVEL_BITS, LEVELS, SLOT_MASK, SLOTS
+from ._common import LEVEL_BITS, LEVELS, MAX_TICK, SLOT_MASK, SLOTS
 
 NSLOTS = LEVELS * SLOTS
 #: The list of entries to examine before any slot: already due at arming, or
@@ -35,12 +39,20 @@ UNLINKED = -1
 
 
 class Wheel:
-    __slots__ = ("elapsed", "occupied", "heads")
+    __slots__ = ("elapsed", "occupied", "heads", "earliest")
 
     def __init__(self) -> None:
         self.elapsed = 0
         self.occupied = [0] * LEVELS
         self.heads: list[dict[int, Any]] = [{} for _ in range(NSLOTS + 1)]
+        self.earliest = [MAX_TICK * 2] * NSLOTS  # no entry of slot h is armed before earliest[h]
+
+    def arm(self, entry: Any, when: int) -> None:
+        """Link ``entry`` into the slot for tick ``when`` (> elapsed)."""
+        head = self.head_for(when)
+        self.link(entry, head)
+        if when < self.earliest[head]:
+            self.earliest[head] = when
 
     def head_for(self, when: int) -> int:
         """The slot for tick ``when``; the caller guarantees ``when > elapsed``."""
@@ -90,6 +102,7 @@ class Wheel:
         pending.update(members)
         members.clear()
         self.occupied[head >> LEVEL_BITS] &= ~(1 << (head & SLOT_MASK))
+        self.earliest[head] = MAX_TICK * 2
 
     def clear(self) -> None:
         """Forget every entry; the wheel's position (``elapsed``) stays."""
@@ -97,6 +110,7 @@ class Wheel:
         for head in range(len(heads)):
             heads[head] = {}
         self.occupied[:] = [0] * LEVELS
+        self.earliest[:] = [MAX_TICK * 2] * NSLOTS
 
     def sizeof(self) -> int:
         import sys

@@ -11,6 +11,10 @@
 # linked list through a head node; node NHEADS + i is slab entry i, and an
 # entry in no list has next == NIL.
 #
+# Each slot also keeps ``earliest``, a lower bound on the ticks armed in it
+# (exact until an entry leaves), so a sleeper wakes when the first entry can
+# be due, not when a coarse slot merely starts: no wake-up only to cascade.
+#
 # Costs: link, unlink and taking a whole slot are O(1); finding the next
 # occupied slot is O(LEVELS), independent of the number of entries. 8 bytes
 # of links per entry.
@@ -20,7 +24,7 @@
 # re-armed lower down or later (lazy re-arm and cascading), so ``touch``
 # never relinks anything, and an entry moves at most once per level.
 
-from libc.stdint cimport int64_t, uint32_t, uint64_t
+from libc.stdint cimport INT64_MAX, int64_t, uint32_t, uint64_t
 
 from conntable._memory cimport big_resize
 from conntable._slab cimport NIL
@@ -46,6 +50,7 @@ cdef enum:
 cdef struct Wheel:
     int64_t elapsed              # the wheel's position, in ticks
     uint64_t occupied[LEVELS]    # bit s of level L: slot s is not empty
+    int64_t earliest[NSLOTS]     # no entry of slot h is armed before earliest[h]
     uint32_t *next               # NHEADS heads, then one node per slab entry
     uint32_t *prev
 
@@ -75,6 +80,8 @@ cdef inline void wheel_reset(Wheel *w, uint32_t capacity) noexcept nogil:
         w.next[h] = NIL
     for h in range(LEVELS):
         w.occupied[h] = 0
+    for h in range(NSLOTS):
+        w.earliest[h] = INT64_MAX
 
 
 cdef inline uint32_t wheel_head_for(const Wheel *w, int64_t when) noexcept nogil:
@@ -82,6 +89,14 @@ cdef inline uint32_t wheel_head_for(const Wheel *w, int64_t when) noexcept nogil
     cdef uint64_t differ = (<uint64_t>w.elapsed ^ <uint64_t>when) | SLOT_MASK
     cdef int level = (63 - clz64(differ)) // LEVEL_BITS
     return level * SLOTS + <uint32_t>((<uint64_t>when >> (level * LEVEL_BITS)) & SLOT_MASK)
+
+
+cdef inline void wheel_arm(Wheel *w, uint32_t node, int64_t when) noexcept nogil:
+    """Link ``node`` into the slot for tick ``when`` (elapsed < when <= MAX_TICK + 1)."""
+    cdef uint32_t head = wheel_head_for(w, when)
+    wheel_link(w, node, head)
+    if when < w.earliest[head]:
+        w.earliest[head] = when
 
 
 cdef inline void wheel_link(Wheel *w, uint32_t node, uint32_t head) noexcept nogil:
@@ -139,6 +154,7 @@ cdef inline void wheel_take(Wheel *w, uint32_t head) noexcept nogil:
     w.next[head] = head
     w.prev[head] = head
     w.occupied[head >> LEVEL_BITS] &= ~((<uint64_t>1) << (head & SLOT_MASK))
+    w.earliest[head] = INT64_MAX
 
 
 cdef inline uint32_t wheel_pop_pending(Wheel *w) noexcept nogil:
