@@ -2,17 +2,30 @@
 
 Every test that uses ``run`` runs twice: on asyncio's default loop and on
 uvloop (a test dependency: without it the uvloop cases fail, they do not
-skip). Sockets are real, on 127.0.0.1 only.
+skip). Sockets are real, on 127.0.0.1 only. Every test is also leak-checked
+by ``conntable.testing`` (descriptors, tasks, registered connections), on top
+of the exact accounting of ``Scenario.finish``.
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import pytest
 
 from aio_support import HOST, TEST_TIMEOUT
+from conntable.testing.plugin import leak_guard
+
+
+@pytest.fixture(autouse=True)
+def _no_leaks(request: pytest.FixtureRequest) -> Iterator[object]:
+    """Fail a test that leaves a descriptor open, a task pending or a connection registered.
+
+    Uses the plugin's fixture body directly, so it works whether or not the
+    plugin is registered (it is, through the entry point, once installed).
+    """
+    yield from leak_guard(request)
 
 
 @pytest.fixture(params=["asyncio", "uvloop"])

@@ -36,6 +36,7 @@ from ._breaker import CircuitBreaker
 from ._connection import AdapterRef, CloseReason, Connection, ConnectionState
 from ._log import log_failure, logger
 from ._protocol import _Adapter, adapter_for
+from ._registry import register
 from ._resources import rss_bytes
 from ._stats import ResourceStats, ShutdownSummary, empty_closed_counts
 from ._sweeper import Sweeper
@@ -137,6 +138,7 @@ class ConnectionManager:
         self._rejected_total = 0
         self._aborted_total = 0
         self._closed_total = empty_closed_counts()
+        register(self)  # weakly, for leak checks (conntable.testing)
 
     # -- settings ------------------------------------------------------------
     @property
