@@ -363,8 +363,9 @@ def test_table_full(Table: type) -> None:
             Table(max_size=bad)
     with pytest.raises(TypeError, match="max_size"):
         Table(max_size=2.0)
-    with pytest.raises(ValueError, match="capacity"):
-        Table(capacity=-1)
+    for bad in (-1, 2**30 + 1, 2**31):
+        with pytest.raises(ValueError, match="capacity must be between 0 and 2\\*\\*30"):
+            Table(capacity=bad)
 
 
 def test_iteration_detects_size_changes(Table: type) -> None:

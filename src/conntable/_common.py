@@ -19,6 +19,9 @@ __all__ = ("Expired", "TableFull", "MAX_KEY")
 #: ``uint64_t`` with the top bit free to mark unused slots.
 MAX_KEY = 2**63 - 1
 
+#: The most entries a table can hold: slot positions and slab indices are 32-bit.
+MAX_CAPACITY = 2**30
+
 # Wheel geometry (mirrored by the enum in ``_wheel.pxd``): 64 slots a level,
 # each level 64 times coarser, and enough levels that any tick below
 # MAX_TICK has a place, so no deadline ever needs an overflow list.
@@ -108,21 +111,21 @@ def check_now(value: object, current: float) -> float:
 
 
 def check_limit(limit: object) -> int:
-    """``None`` (no cap) is returned as -1."""
+    """``None`` (no cap) is returned as -1; a cap above any possible size as MAX_CAPACITY."""
     if limit is None:
         return -1
     if isinstance(limit, bool) or not isinstance(limit, int):
         raise TypeError(f"limit must be an int or None, not {type(limit).__name__}")
     if limit < 0:
         raise ValueError(f"limit must not be negative, got {limit}")
-    return limit
+    return min(limit, MAX_CAPACITY)
 
 
 def check_size(name: str, value: object, *, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"{name} must be an int, not {type(value).__name__}")
-    if value < minimum or value > 2**31:
-        raise ValueError(f"{name} must be between {minimum} and 2**31, got {value}")
+    if value < minimum or value > MAX_CAPACITY:
+        raise ValueError(f"{name} must be between {minimum} and 2**30, got {value}")
     return value
 
 

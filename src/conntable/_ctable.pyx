@@ -129,7 +129,7 @@ cdef extern from *:
 cdef enum:
     MIN_CAPACITY = 16
     MIN_EPOCHS = 64
-    MAX_CAPACITY = 1 << 30   # slot positions and slab indices stay 32-bit
+    MAX_CAPACITY = 1 << 30   # c.MAX_CAPACITY: slot positions and slab indices stay 32-bit
 
 cdef uint64_t MAX_KEY = 0x7FFFFFFFFFFFFFFF
 cdef int64_t MAX_TICK = c.MAX_TICK
@@ -203,8 +203,6 @@ cdef class ConnectionTable:
         self.origin = c.check_start(now)
         self.max_size_ = c.check_max_size(max_size)
         self.min_capacity = capacity_for(c.check_size("capacity", capacity, minimum=0))
-        if self.min_capacity > MAX_CAPACITY:
-            raise ValueError(f"capacity must be at most {MAX_CAPACITY}")
         self.wheel.elapsed = 0
         objects = [None] * self.min_capacity
         self._reset_storage(self.min_capacity, self.origin)
@@ -338,16 +336,34 @@ cdef class ConnectionTable:
         self.index.slots[self._find(key)].epoch = clock_epoch(&self.clock)
 
     def touch_many(self, keys, /):
-        """Touch every present key of ``keys``; return how many were present."""
-        cdef Py_ssize_t found = 0
+        """Touch every present key of ``keys``; return how many were present.
+
+        All or nothing: every key is checked before any is touched.
+        """
+        cdef Py_ssize_t n = 0, room = 0, j, found = 0
+        cdef uint64_t *batch = NULL
+        cdef uint64_t *grown
         cdef uint64_t pos
-        cdef uint32_t epoch = clock_epoch(&self.clock)
-        for key in keys:
-            pos = index_find(&self.index, key_of(key))
-            if pos != NO_SLOT:
-                self.index.slots[pos].epoch = epoch
-                found += 1
-        return found
+        cdef uint32_t epoch
+        try:
+            for key in keys:  # may run Python code: only collect here
+                if n == room:
+                    room = room * 2 if room else 256
+                    grown = <uint64_t *>PyMem_Realloc(batch, room * sizeof(uint64_t))
+                    if grown == NULL:
+                        raise MemoryError()
+                    batch = grown
+                batch[n] = key_of(key)
+                n += 1
+            epoch = clock_epoch(&self.clock)
+            for j in range(n):
+                pos = index_find(&self.index, batch[j])
+                if pos != NO_SLOT:
+                    self.index.slots[pos].epoch = epoch
+                    found += 1
+            return found
+        finally:
+            PyMem_Free(batch)
 
     # -- insertion and removal --------------------------------------------
     def add(self, key, value=None, *, idle_timeout=None, deadline=None):

@@ -149,14 +149,20 @@ class ConnectionTable:
         entry.last = self._now
 
     def touch_many(self, keys: Iterable[int], /) -> int:
-        """Touch every present key of ``keys``; return how many were present."""
+        """Touch every present key of ``keys``; return how many were present.
+
+        All or nothing: every key is checked before any is touched.
+        """
         entries = self._entries
-        now = self._now
-        found = 0
+        batch = []
         for key in keys:
             entry = entries.get(key)
-            if entry is None or type(key) is not int:
+            if entry is None or type(key) is not int:  # a miss, or not a plain int: check it
                 entry = entries.get(c.check_key(key))
+            batch.append(entry)
+        now = self._now
+        found = 0
+        for entry in batch:
             if entry is not None:
                 entry.last = now
                 found += 1

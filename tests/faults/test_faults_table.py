@@ -168,7 +168,6 @@ def test_bad_input_is_refused_and_changes_nothing(Table, call, value, error, pat
     assert drained(t) == drained(untouched)
 
 
-@pytest.mark.xfail(reason="touch_many touches the valid keys before the bad one raises: not all-or-nothing")
 def test_touch_many_with_one_bad_key_changes_nothing(Table):
     t = populated(Table)
     t.expire(102.0)
@@ -180,13 +179,7 @@ def test_touch_many_with_one_bad_key_changes_nothing(Table):
 
 
 @pytest.mark.parametrize("limit", [2**63, 2**64])
-def test_a_huge_limit_means_no_limit_in_both_implementations(Table, request, limit):
-    if "cython" in request.node.callspec.id:
-        request.applymarker(pytest.mark.xfail(
-            raises=OverflowError,
-            reason="the compiled expire() converts limit to a C ssize_t: 'Python int too large to "
-                   "convert to C ssize_t', which names no argument; the twin accepts it as no limit",
-        ))
+def test_a_huge_limit_means_no_limit_in_both_implementations(Table, limit):
     t = populated(Table)
     reference = populated(Table)
     assert t.expire(110.0, limit) == reference.expire(110.0)
