@@ -1,0 +1,214 @@
+"""``SessionMiddleware``: a :class:`~conntable.sessions.SessionStore` in front of any ASGI app.
+
+::
+
+    store = SessionStore(idle_ttl=1800.0)
+    app = SessionMiddleware(app, store)                       # the Mcp-Session-Id header
+    app = SessionMiddleware(app, store, header=None, cookie="sid")   # or a cookie
+
+Per HTTP request, the middleware reads the session id from the header (default
+``Mcp-Session-Id``, as MCP's streamable HTTP transport sends it) and/or the
+cookie, and then:
+
+* no id: the app runs; it may start a session with
+  ``session_of(scope).create(data)``, and the response carries the new id
+  (in the header, and/or as a cookie);
+* an id of a live session: the session is touched, held for as long as the
+  request runs (a long streaming response keeps it alive), and the app finds
+  it at ``session_of(scope)`` (``token``, ``data``, ``delete()``);
+* an id that is unknown or expired: ``404 Not Found``, the app does not run
+  (MCP: the client must then start a new session). With a cookie, the 404
+  also clears it.
+
+A ``create()`` that finds the store full raises
+:class:`~conntable.sessions.SessionLimitReached`; unless the app handles it,
+the middleware answers ``503`` with ``Retry-After``. Other scope types
+(``websocket``, ``lifespan``) pass through untouched.
+
+Plain ASGI: no framework is needed or imported. The store is the app's to
+shut down (``await store.shutdown()``, e.g. in the lifespan handler).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Awaitable, Callable, List, MutableMapping, Optional, Tuple
+
+from conntable.sessions import SessionLimitReached, SessionStore
+
+__all__ = ("SessionMiddleware", "RequestSession", "session_of", "SCOPE_KEY")
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+Headers = List[Tuple[bytes, bytes]]
+
+#: Where the middleware puts the request's :class:`RequestSession` in the scope.
+SCOPE_KEY = "conntable.session"
+
+
+class RequestSession:
+    """The session as one request sees it; ``session_of(scope)`` returns it.
+
+    ``token`` and ``data`` are None until there is a session. ``created``
+    and ``deleted`` say what this request did to it.
+    """
+
+    __slots__ = ("_store", "token", "data", "created", "deleted")
+
+    def __init__(self, store: SessionStore, token: Optional[str] = None, data: Any = None) -> None:
+        self._store = store
+        self.token = token
+        self.data = data
+        self.created = False
+        self.deleted = False
+
+    def __bool__(self) -> bool:
+        return self.token is not None
+
+    def create(self, data: Any = None) -> str:
+        """Start a session for this client; the response carries its id. Returns the token.
+
+        RuntimeError if the request already has a session;
+        :class:`~conntable.sessions.SessionLimitReached` if the store is full.
+        """
+        if self.token is not None:
+            raise RuntimeError("this request already has a session")
+        self.token = self._store.create(data)
+        self.data = self._store[self.token]
+        self.created = True
+        return self.token
+
+    def delete(self) -> None:
+        """End the session now (``on_expire`` runs); later requests with its id get 404."""
+        if self.token is None:
+            raise RuntimeError("this request has no session")
+        if self.token in self._store:
+            self._store.delete(self.token)
+        self.deleted = True
+
+
+def session_of(scope: Scope) -> RequestSession:
+    """The request's session handle; KeyError if no SessionMiddleware is in front of the app."""
+    return scope[SCOPE_KEY]  # type: ignore[no-any-return]
+
+
+class SessionMiddleware:
+    """ASGI middleware that finds, holds, creates and refuses sessions (see the module docstring).
+
+    ``header``: the request and response header carrying the session id
+    (None: do not use a header). ``cookie``: the cookie carrying it (None,
+    the default: no cookie). ``cookie_attributes``: appended to the
+    ``Set-Cookie`` of a new session. ``retry_after``: seconds, in the 503
+    sent when the store is full.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        store: SessionStore,
+        *,
+        header: Optional[str] = "Mcp-Session-Id",
+        cookie: Optional[str] = None,
+        cookie_attributes: str = "Path=/; HttpOnly; SameSite=Lax",
+        retry_after: int = 5,
+    ) -> None:
+        if header is None and cookie is None:
+            raise ValueError("SessionMiddleware needs a header or a cookie to carry the session id")
+        self.app = app
+        self.store = store
+        self._header = None if header is None else header.lower().encode("latin-1")
+        self._cookie = cookie
+        self._cookie_attributes = cookie_attributes
+        self._retry_after = str(retry_after).encode("ascii")
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        token = self._token_in(scope["headers"])
+        session = RequestSession(self.store, token)
+        hold = None
+        if token is not None:
+            try:
+                session.data = self.store[token]  # touches
+            except KeyError:
+                await self._respond(send, 404, b"Unknown or expired session.\n", self._forget_cookie())
+                return
+            hold = self.store.hold(token)
+        scope = dict(scope)
+        scope[SCOPE_KEY] = session
+        started = False
+
+        async def send_with_session(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+                extra = self._session_headers(session)
+                if extra:
+                    message = dict(message)
+                    message["headers"] = [*message.get("headers", ()), *extra]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_session)
+        except SessionLimitReached:
+            if started:
+                raise
+            await self._respond(send, 503, b"Too many sessions. Retry later.\n", [(b"retry-after", self._retry_after)])
+        finally:
+            if hold is not None:
+                hold.release()
+
+    # -- reading and writing the id ------------------------------------------------------
+    def _token_in(self, headers: Headers) -> Optional[str]:
+        """The session id the request carries: the header first, then the cookie."""
+        cookie_header = None
+        for name, value in headers:
+            if name == self._header:
+                return value.decode("latin-1").strip()
+            if name == b"cookie" and self._cookie is not None:
+                cookie_header = value.decode("latin-1")
+        if cookie_header is None:
+            return None
+        for pair in cookie_header.split(";"):
+            cookie_name, _, cookie_value = pair.strip().partition("=")
+            if cookie_name == self._cookie:
+                return cookie_value.strip('"')
+        return None
+
+    def _session_headers(self, session: RequestSession) -> Headers:
+        """What the response says about the session: a new id, or a cookie to clear."""
+        headers: Headers = []
+        if session.created and not session.deleted:
+            token = session.token.encode("latin-1")  # type: ignore[union-attr]
+            if self._header is not None:
+                headers.append((self._header, token))
+            if self._cookie is not None:
+                headers.append(self._set_cookie(token, self._cookie_attributes))
+        elif session.deleted:
+            headers.extend(self._forget_cookie())
+        return headers
+
+    def _set_cookie(self, value: bytes, attributes: str) -> Tuple[bytes, bytes]:
+        assert self._cookie is not None
+        return b"set-cookie", b"%s=%s; %s" % (self._cookie.encode("latin-1"), value, attributes.encode("latin-1"))
+
+    def _forget_cookie(self) -> Headers:
+        if self._cookie is None:
+            return []
+        return [self._set_cookie(b"", "Max-Age=0; " + self._cookie_attributes)]
+
+    @staticmethod
+    async def _respond(send: Send, status: int, body: bytes, headers: Headers) -> None:
+        await send({
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"text/plain; charset=utf-8"),
+                (b"content-length", str(len(body)).encode("ascii")),
+                *headers,
+            ],
+        })
+        await send({"type": "http.response.body", "body": body})

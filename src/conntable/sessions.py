@@ -1,0 +1,296 @@
+"""Server-side sessions that expire: tokens, data, and one timer wheel for all of them.
+
+::
+
+    store = SessionStore(idle_ttl=1800.0, absolute_ttl=86400.0, max_sessions=100_000,
+                         on_expire=lambda token, data: data["subscription"].cancel())
+    token = store.create({"user": "ada"})   # in a running event loop
+    data = store[token]                     # touches; KeyError once expired or deleted
+    store.delete(token)                     # on_expire runs now
+    await store.shutdown()                  # on_expire runs for every session left
+
+How it works: each session is an entry of a ``conntable.ConnectionTable``
+(idle timeout ``idle_ttl``, deadline ``absolute_ttl`` after creation), keyed
+by an int from a counter; a dict maps tokens to sessions. One sweeper task,
+the same class the connection manager uses, sleeps until the table's next
+expiry and removes what is due, so expiry costs O(expired) and nothing runs
+while nothing is due: no scan, no polling.
+
+A session bound to a live connection (:meth:`SessionStore.bind`) or held by a
+request in progress (:meth:`SessionStore.hold`) never idle-expires; its idle
+clock starts when the last hold is released. ``absolute_ttl`` still applies.
+
+This module uses asyncio only: no web framework, no WebSocket library.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import secrets
+from typing import Any, Callable, Dict, List, Optional, Protocol
+
+import conntable
+from conntable import Expired
+from conntable.aio._sweeper import Sweeper
+
+__all__ = ("SessionStore", "SessionHold", "SessionLimitReached")
+
+logger = logging.getLogger("conntable.sessions")
+
+#: Bytes of randomness per token: 256 bits, 43 URL-safe characters.
+TOKEN_BYTES = 32
+#: Most sessions expired per sweeper pass (the sweeper adapts below this).
+EXPIRE_BATCH = 1000
+
+OnExpire = Callable[[str, Any], Any]
+
+
+class SessionLimitReached(Exception):
+    """:meth:`SessionStore.create` was called with ``max_sessions`` sessions alive. Nothing was evicted."""
+
+
+class _Cleanable(Protocol):
+    def add_cleanup(self, callback: Callable[[Any], Any]) -> None: ...
+
+
+class _Session:
+    """One session: the table holds it under ``key``; the store's dict under ``token``."""
+
+    __slots__ = ("key", "token", "data", "holds")
+
+    def __init__(self, key: int, token: str, data: Any) -> None:
+        self.key = key
+        self.token = token
+        self.data = data
+        self.holds = 0
+
+
+class SessionHold:
+    """Keeps one session from idle-expiring until :meth:`release` (also a context manager)."""
+
+    __slots__ = ("_store", "_session")
+
+    def __init__(self, store: "SessionStore", session: _Session) -> None:
+        self._store = store
+        self._session: Optional[_Session] = session
+
+    def release(self) -> None:
+        """Let the session's idle clock run again (once the last hold goes); idempotent."""
+        session, self._session = self._session, None
+        if session is not None:
+            self._store._release(session)
+
+    def __enter__(self) -> "SessionHold":
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.release()
+
+
+class SessionStore:
+    """Sessions by unguessable token, expired on a timer wheel; ``on_expire`` runs once per session.
+
+    ``idle_ttl``: a session not used (:meth:`touch`, ``store[token]``,
+    :meth:`get`) for this long expires. ``absolute_ttl``: every session
+    expires this long after its creation, used or not (None: no limit).
+    ``max_sessions``: :meth:`create` raises :class:`SessionLimitReached` when
+    this many are alive (None: no limit). ``on_expire(token, data)``: called
+    exactly once per session, whether it expires, is deleted, or is still
+    there at :meth:`shutdown`; an exception it raises is logged.
+    ``resolution``: expiry happens up to this much after it is due.
+
+    The store binds to the running event loop on first use and must be
+    used from that loop only; end it with :meth:`shutdown` (or ``async with``).
+    """
+
+    def __init__(
+        self,
+        idle_ttl: float,
+        *,
+        absolute_ttl: Optional[float] = None,
+        max_sessions: Optional[int] = None,
+        on_expire: Optional[OnExpire] = None,
+        resolution: float = 0.5,
+    ) -> None:
+        if not float(idle_ttl) > 0.0:
+            raise ValueError(f"idle_ttl must be a positive number of seconds, got {idle_ttl!r}")
+        if absolute_ttl is not None and not float(absolute_ttl) > 0.0:
+            raise ValueError(f"absolute_ttl must be a positive number of seconds or None, got {absolute_ttl!r}")
+        if max_sessions is not None and (isinstance(max_sessions, bool) or not isinstance(max_sessions, int)
+                                         or max_sessions < 1):
+            raise ValueError(f"max_sessions must be a positive int or None, got {max_sessions!r}")
+        self.idle_ttl = float(idle_ttl)
+        self.absolute_ttl = None if absolute_ttl is None else float(absolute_ttl)
+        self.max_sessions = max_sessions
+        self.resolution = float(resolution)
+        self._on_expire = on_expire
+        # Checked now, so that a bad resolution fails here rather than at first use.
+        conntable.ConnectionTable(self.idle_ttl, resolution=self.resolution)
+        self._sessions: Dict[str, _Session] = {}
+        self._last_key = 0
+        self._loop: Optional[asyncio.AbstractEventLoop] = None
+        self._table: Any = None
+        self._sweeper: Optional[Sweeper] = None
+        self._closed = False
+
+    # -- the mapping ---------------------------------------------------------------
+    def create(self, data: Any = None) -> str:
+        """Start a session holding ``data`` (default: a new dict); return its token.
+
+        The token is 256 random bits from :mod:`secrets`, URL-safe. Raises
+        :class:`SessionLimitReached` when ``max_sessions`` are alive and
+        RuntimeError after :meth:`shutdown`.
+        """
+        if self._closed:
+            raise RuntimeError("this SessionStore was shut down")
+        if self.max_sessions is not None and len(self._sessions) >= self.max_sessions:
+            raise SessionLimitReached(
+                f"{len(self._sessions)} sessions alive, max_sessions is {self.max_sessions}: "
+                f"none was evicted; retry once some end"
+            )
+        now = self._now()
+        token = secrets.token_urlsafe(TOKEN_BYTES)
+        while token in self._sessions:  # 2**-256: never, but never is cheap to check
+            token = secrets.token_urlsafe(TOKEN_BYTES)
+        key = self._last_key = self._last_key + 1
+        session = _Session(key, token, {} if data is None else data)
+        deadline = None if self.absolute_ttl is None else now + self.absolute_ttl
+        self._table.add(key, session, deadline=deadline)
+        self._sessions[token] = session
+        self._sweeper.wake_if_earlier(self._table.due(key))  # type: ignore[union-attr]
+        return token
+
+    def __getitem__(self, token: str) -> Any:
+        """The session's data; touches it. KeyError if unknown, expired or deleted."""
+        session = self._live(token)
+        self._touch(session)
+        return session.data
+
+    def get(self, token: str, default: Any = None) -> Any:
+        """The session's data (touching it), or ``default`` if there is no such session."""
+        session = self._sessions.get(token)
+        if session is None:
+            return default
+        self._touch(session)
+        return session.data
+
+    def __contains__(self, token: object) -> bool:
+        """Whether the session is alive (does not touch it)."""
+        return token in self._sessions
+
+    def __len__(self) -> int:
+        return len(self._sessions)
+
+    def touch(self, token: str) -> None:
+        """Record use of the session: its idle clock starts again. KeyError if there is none."""
+        self._touch(self._live(token))
+
+    def delete(self, token: str) -> None:
+        """End the session now; ``on_expire`` runs before this returns. KeyError if there is none."""
+        session = self._live(token)
+        del self._table[session.key]
+        self._end(session)
+
+    # -- holding sessions open ---------------------------------------------------------
+    def hold(self, token: str) -> SessionHold:
+        """Keep the session from idle-expiring until the returned hold is released.
+
+        Holds count: the idle clock starts again (from the release) when the
+        last one goes. ``absolute_ttl`` still applies. KeyError if there is no
+        such session.
+        """
+        session = self._live(token)
+        session.holds += 1
+        if session.holds == 1:
+            self._table.set_idle_timeout(session.key, math.inf)
+        return SessionHold(self, session)
+
+    def bind(self, token: str, connection: _Cleanable) -> None:
+        """Hold the session for as long as ``connection`` lives.
+
+        ``connection`` is anything with ``add_cleanup(callback)`` that calls
+        the callback (with a reason) once when it ends: a
+        ``conntable.aio.ManagedProtocol``, a ``conntable.websockets``
+        connection. KeyError if there is no such session or the connection
+        is gone already.
+        """
+        hold = self.hold(token)
+        try:
+            connection.add_cleanup(lambda _reason: hold.release())
+        except BaseException:
+            hold.release()
+            raise
+
+    # -- the end -----------------------------------------------------------------------
+    async def shutdown(self) -> None:
+        """Stop expiring and end every session left (``on_expire`` for each); idempotent."""
+        self._closed = True
+        if self._sweeper is not None:
+            await self._sweeper.stop()
+        for session in list(self._sessions.values()):
+            if self._table is not None and session.key in self._table:
+                del self._table[session.key]
+            self._end(session)
+
+    async def __aenter__(self) -> "SessionStore":
+        return self
+
+    async def __aexit__(self, *exc_info: Any) -> None:
+        await self.shutdown()
+
+    def __repr__(self) -> str:
+        return f"<SessionStore sessions={len(self._sessions)} idle_ttl={self.idle_ttl!r}>"
+
+    # -- internals ------------------------------------------------------------------------
+    def _live(self, token: str) -> _Session:
+        session = self._sessions.get(token)
+        if session is None:
+            raise KeyError("unknown or expired session")  # never echo the token into logs
+        return session
+
+    def _now(self) -> float:
+        """The loop's time, with the table's clock moved to it (binding to the loop on first use)."""
+        loop = self._loop
+        if loop is None:
+            loop = self._bind()
+        now = loop.time()
+        if now > self._table.now:
+            self._table.expire(now, 0)  # moves the clock only; the sweeper does the expiring
+        return now
+
+    def _bind(self) -> asyncio.AbstractEventLoop:
+        loop = self._loop = asyncio.get_running_loop()
+        self._table = conntable.ConnectionTable(self.idle_ttl, resolution=self.resolution, now=loop.time())
+        self._sweeper = Sweeper(loop, self._table, EXPIRE_BATCH, self._expired)
+        self._sweeper.start()
+        return loop
+
+    def _touch(self, session: _Session) -> None:
+        self._now()
+        self._table.touch(session.key)
+
+    def _release(self, session: _Session) -> None:
+        if self._sessions.get(session.token) is not session:  # ended meanwhile
+            return
+        session.holds -= 1
+        if session.holds == 0:
+            self._now()
+            self._table.set_idle_timeout(session.key, None)
+            self._table.touch(session.key)  # the idle clock starts at the release
+            self._sweeper.wake_if_earlier(self._table.due(session.key))  # type: ignore[union-attr]
+
+    def _expired(self, expired: List[Expired], _now: float) -> None:
+        for _key, session, _why in expired:
+            self._end(session)
+
+    def _end(self, session: _Session) -> None:
+        """The one way out, once per session: forget the token, then ``on_expire``."""
+        if self._sessions.pop(session.token, None) is None:
+            return
+        if self._on_expire is not None:
+            try:
+                self._on_expire(session.token, session.data)
+            except Exception:
+                logger.exception("session on_expire callback failed")

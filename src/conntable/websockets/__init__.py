@@ -1,0 +1,29 @@
+"""conntable.websockets: websockets' server with its connections held by a ConnectionManager.
+
+Switching an existing server is one line::
+
+    from websockets.asyncio.server import serve     # before
+    from conntable.websockets import serve          # after
+
+    async with serve(handler, "127.0.0.1", 8765) as server:
+        await server.serve_forever()
+
+What changes: every connection lives in a :class:`conntable.aio.ConnectionManager`
+(idle timeout, connection limit answered with HTTP 503 and ``Retry-After``,
+cleanups and spawned tasks per connection, graceful shutdown with code 1001
+then abort); one heartbeat on a timer wheel pings all quiet connections and
+closes unresponsive ones with 1011, instead of a keepalive task per
+connection, so each connection costs one task: its handler. The handler
+receives a :class:`ServerConnection`: websockets' class plus ``spawn``,
+``add_cleanup`` and the manager's ``connection`` record.
+
+Requires the ``websockets`` package (14 or later; the ``websockets`` extra).
+"""
+
+from __future__ import annotations
+
+from ._connection import ServerConnection
+from ._heartbeat import Heartbeat
+from ._server import Server, serve
+
+__all__ = ("serve", "Server", "ServerConnection", "Heartbeat")

@@ -1,0 +1,221 @@
+"""A websockets ``ServerConnection`` that a ``ConnectionManager`` holds.
+
+It is websockets' own connection class with conntable's protocol hooks mixed
+in (``ManagedProtocol``), so a handler gets everything websockets offers plus
+``ws.connection`` (the manager's record), ``ws.spawn(coro)`` and
+``ws.add_cleanup(fn)``. The manager reaches it through its usual adapter
+(see ``_server``), and it answers the manager's three questions:
+
+* the breaker refused the connection: :meth:`connection_rejected` answers
+  the request with HTTP 503 and ``Retry-After``; websockets never sees the
+  connection (no handshake, no handler task);
+* the manager closes it (idle, lifetime, shutdown): :meth:`close_requested`
+  starts the WebSocket closing handshake with code 1001;
+* websockets asks for keepalive once the opening handshake succeeded:
+  :meth:`start_keepalive` hands the connection to the server's
+  :class:`~conntable.websockets._heartbeat.Heartbeat` instead of starting a
+  task.
+
+Writes here never await: they go through the Sans-I/O protocol
+(``protocol.send_*``) and ``send_data()``, the two calls websockets' own
+``ping()`` and ``close()`` make inside their send context, so that no task
+is needed for them. Flow control does not apply to these few bytes; the
+manager's ``close_timeout`` bounds what follows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, Dict, Optional, Tuple
+
+from websockets.asyncio.server import ServerConnection as _WebSocketsServerConnection
+from websockets.frames import CloseCode
+from websockets.protocol import State
+
+from conntable.aio import CloseReason, ManagedProtocol
+
+if TYPE_CHECKING:
+    from ._heartbeat import Beat, Heartbeat
+
+__all__ = ("ServerConnection", "ServerPolicy", "unavailable_response")
+
+#: Close frames for the reasons the manager closes a connection. 1001 (going
+#: away) is what websockets sends on server shutdown and what clients treat as
+#: a normal end (``ConnectionClosedOK``): the server leaves, the client may
+#: reconnect when it needs to. The shutdown entry can be changed per server.
+CLOSE_FRAMES: Dict[CloseReason, Tuple[int, str]] = {
+    CloseReason.IDLE: (CloseCode.GOING_AWAY, "idle timeout"),
+    CloseReason.LIFETIME: (CloseCode.GOING_AWAY, "connection lifetime reached"),
+    CloseReason.SHUTDOWN: (CloseCode.GOING_AWAY, "server shutdown"),
+}
+
+# The empty payload: pongs to it are unsolicited for websockets, which ignores
+# them; the heartbeat only needs to see that the peer sent something.
+PING_PAYLOAD = b""
+
+
+def unavailable_response(retry_after: int) -> bytes:
+    """The raw HTTP response to an opening handshake the breaker refused."""
+    body = b"Server busy: too many connections. Retry later.\n"
+    head = (
+        "HTTP/1.1 503 Service Unavailable\r\n"
+        f"Retry-After: {retry_after}\r\n"
+        "Content-Type: text/plain; charset=utf-8\r\n"
+        f"Content-Length: {len(body)}\r\n"
+        "Connection: close\r\n"
+        "\r\n"
+    )
+    return head.encode("ascii") + body
+
+
+class ServerPolicy:
+    """What every connection of one server shares: its heartbeat, its refusal, its close frames."""
+
+    __slots__ = ("heartbeat", "unavailable", "close_frames")
+
+    def __init__(self, heartbeat: Optional["Heartbeat"], retry_after: int) -> None:
+        self.heartbeat = heartbeat
+        self.unavailable = unavailable_response(retry_after)
+        #: Per reason, the close code and text; ``Server.close(code, reason)`` changes the shutdown entry.
+        self.close_frames: Dict[CloseReason, Tuple[int, str]] = dict(CLOSE_FRAMES)
+
+
+class _Refusal(asyncio.Protocol):
+    """Stands in front of the manager's adapter on a refused connection until the 503 is out.
+
+    The manager's adapter discards what a refused connection sends, so the
+    request's arrival can only be seen in front of it: this protocol takes
+    the adapter's place on the transport (``set_protocol``, on refused
+    connections only, never on the hot path), watches for the end of the
+    request head, writes the response, and passes every call on to the
+    adapter, so the manager's accounting (activity, ``connection_lost``, the
+    abort after ``close_timeout``) is unchanged.
+    """
+
+    #: Answer anyway once this much arrived without the end of a request head.
+    HEAD_LIMIT = 16 * 1024
+
+    def __init__(self, adapter: asyncio.Protocol, transport: asyncio.WriteTransport, response: bytes) -> None:
+        self._adapter = adapter
+        self._transport = transport
+        self._response: Optional[bytes] = response
+        self._head = bytearray()
+
+    @classmethod
+    def answer(cls, transport: asyncio.BaseTransport, response: bytes) -> None:
+        stream: asyncio.Transport = transport  # type: ignore[assignment]
+        stream.set_protocol(cls(stream.get_protocol(), stream, response))  # type: ignore[arg-type]
+
+    def data_received(self, data: bytes) -> None:
+        self._adapter.data_received(data)
+        if self._response is None:
+            return
+        self._head += data
+        if b"\r\n\r\n" in self._head or len(self._head) >= self.HEAD_LIMIT:
+            self._send_response()
+
+    def _send_response(self) -> None:
+        response, self._response, self._head = self._response, None, bytearray()
+        transport = self._transport
+        transport.write(response)  # type: ignore[arg-type]
+        # Shut only the write side: closing with the request unread could
+        # make the kernel answer with a reset that destroys the response.
+        if transport.can_write_eof():
+            transport.write_eof()
+        else:
+            transport.close()
+
+    def eof_received(self) -> Optional[bool]:
+        return self._adapter.eof_received()
+
+    def connection_lost(self, exc: Optional[Exception]) -> None:
+        self._adapter.connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        self._adapter.pause_writing()
+
+    def resume_writing(self) -> None:
+        self._adapter.resume_writing()
+
+
+class ServerConnection(_WebSocketsServerConnection, ManagedProtocol):
+    """websockets' ``ServerConnection``, held by a conntable ``ConnectionManager``.
+
+    Everything of websockets' class works as documented there (``recv``,
+    ``send``, ``async for``, ``close``, ``request``, ...), except that
+    ``latency`` is not measured: the heartbeat's pings do not wait for their
+    pongs. Added: ``connection`` (the manager's :class:`~conntable.aio.Connection`
+    record), ``manager``, ``spawn(coro)`` (a task cancelled when the
+    connection ends), ``add_cleanup(fn)`` (``fn(reason)`` once, when it ends)
+    and ``touch()``.
+
+    Subclass it and pass the subclass as ``create_connection`` to
+    :func:`conntable.websockets.serve` to customise connections.
+    """
+
+    _policy: ServerPolicy  # set by serve() right after construction
+    _beat: "Beat"
+    _beat_mark: float  # the recorded activity when the last ping went out
+    _beat_sent: float  # when it went out
+
+    # -- the manager's hooks ---------------------------------------------------
+    def connection_rejected(self, transport: asyncio.BaseTransport) -> None:
+        """The breaker is open: answer HTTP 503 before any WebSocket state exists.
+
+        websockets never sees this connection: no handshake, no handler
+        task. The response waits for the request's head (a response that
+        arrives before the request is sent trips some clients, websockets'
+        own among them), then the write side is shut; the peer reads the
+        response and closes, and one that does not is aborted by the manager
+        after its ``close_timeout``.
+        """
+        _Refusal.answer(transport, self._policy.unavailable)
+
+    def close_requested(self, transport: asyncio.BaseTransport, reason: CloseReason) -> None:
+        """The manager closes the connection: a close frame if it is open, else a plain close."""
+        state = self.protocol.state
+        if state is State.OPEN:
+            code, text = self._policy.close_frames.get(reason, (CloseCode.GOING_AWAY, str(reason)))
+            self._write_close(code, text)
+        elif state is State.CONNECTING:  # no WebSocket yet: nothing to say
+            transport.close()
+        # CLOSING or CLOSED: a closing handshake is under way; the manager
+        # aborts the transport if it is still there after close_timeout.
+
+    # -- websockets' hooks -------------------------------------------------------
+    def start_keepalive(self) -> None:
+        """Called by websockets once the opening handshake succeeded: join the server's heartbeat."""
+        heartbeat = self._policy.heartbeat
+        if heartbeat is not None:
+            heartbeat.watch(self)
+
+    def connection_lost(self, exc: Optional[Exception]) -> None:
+        super().connection_lost(exc)
+        heartbeat = self._policy.heartbeat
+        if heartbeat is not None:
+            heartbeat.forget(self)
+
+    # -- writes that need no task --------------------------------------------------
+    def _write_close(self, code: int, reason: str) -> None:
+        """Start the closing handshake now (what ``close()`` does before it waits)."""
+        if self.send_in_progress is not None:  # a fragmented message cannot be finished
+            self.protocol.fail(CloseCode.INTERNAL_ERROR, "close during fragmented message")
+        else:
+            self.protocol.send_close(code, reason)
+        self._flush()
+
+    def _write_ping(self) -> None:
+        self.protocol.send_ping(PING_PAYLOAD)
+        self._flush()
+
+    def _write_failure(self, code: int, reason: str) -> None:
+        """Fail the connection: a close frame, then end of stream (websockets' keepalive timeout path)."""
+        self.protocol.fail(code, reason)
+        self._flush()
+
+    def _flush(self) -> None:
+        try:
+            self.send_data()
+        except Exception:  # the transport is failing: let it go now
+            self.logger.debug("! error while sending data", exc_info=True)
+            self.transport.abort()

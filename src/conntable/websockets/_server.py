@@ -1,0 +1,306 @@
+"""``serve()``: websockets' ``serve`` with every connection held by a ConnectionManager.
+
+The seam. ``websockets.asyncio.server.serve`` builds one asyncio protocol per
+TCP connection by calling its ``create_connection`` argument (documented as
+the escape hatch for customising connections) and hands whatever that returns
+to ``loop.create_server``. Our ``create_connection`` builds a
+:class:`ServerConnection` and returns it wrapped in the manager's adapter
+(``manager.protocol_factory``). So the transport talks to the adapter, which
+registers the connection, records activity on every ``data_received`` (every
+frame, pongs included, costs one table touch and no allocation) and forwards
+everything to websockets' connection unchanged; websockets itself only ever
+sees its own connection object (its handler task and ``Server`` get it
+through ``connection_made``). Nothing of websockets is patched.
+
+Two consequences of the wrapping are handled here: websockets' keepalive is
+turned off (``ping_interval=None`` underneath; the heartbeat replaces it), and
+a ``select_subprotocol`` callback is bound on the Sans-I/O protocol directly,
+because websockets' own binding would receive the adapter.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from typing import Any, Awaitable, Callable, Generator, Optional, Set, cast
+
+import websockets.asyncio.server as ws_server
+
+from conntable.aio import CloseReason, ConnectionManager, ResourceStats, ShutdownSummary
+
+from ._connection import ServerConnection, ServerPolicy
+from ._heartbeat import Heartbeat
+
+__all__ = ("serve", "Server")
+
+Handler = Callable[[ServerConnection], Awaitable[None]]
+
+
+class _Unset:
+    def __repr__(self) -> str:
+        return "<the manager's>"
+
+
+#: Default of ``idle_timeout`` and ``close_timeout``: the manager's, when you pass one.
+MANAGER_DEFAULT: Any = _Unset()
+DEFAULT_IDLE_TIMEOUT = 60.0
+#: Default of ``close_timeout`` on a manager ``serve`` makes: websockets' default.
+DEFAULT_CLOSE_TIMEOUT = 10.0
+
+
+def _positive(name: str, value: Optional[float]) -> Optional[float]:
+    if value is None:
+        return None
+    if not float(value) > 0.0:
+        raise ValueError(f"{name} must be a positive number of seconds or None, got {value!r}")
+    return float(value)
+
+
+def serve(
+    handler: Handler,
+    host: Any = None,
+    port: Any = None,
+    *,
+    manager: Optional[ConnectionManager] = None,
+    idle_timeout: Optional[float] = MANAGER_DEFAULT,
+    ping_interval: Optional[float] = 20.0,
+    ping_timeout: Optional[float] = 20.0,
+    max_connections: Optional[int] = None,
+    close_timeout: float = MANAGER_DEFAULT,
+    retry_after: int = 5,
+    create_connection: Optional[type] = None,
+    select_subprotocol: Optional[Callable[..., Any]] = None,
+    **kwargs: Any,
+) -> "Server":
+    """A WebSocket server like ``websockets.asyncio.server.serve``, its connections held by a manager.
+
+    Use it as websockets' (``async with serve(handler, host, port) as server:``
+    or ``server = await serve(...)``); every other keyword argument is
+    websockets' and means what it means there (``process_request``,
+    ``compression``, ``max_size``, ``open_timeout``, ``ssl``, ...).
+
+    ``manager``: the :class:`~conntable.aio.ConnectionManager` to use (it may
+    serve other servers too). By default ``serve`` makes one, configured by
+    ``idle_timeout`` (default 60 s; None: never), ``max_connections`` (default:
+    from the file-descriptor limit) and ``close_timeout`` (default 10 s), and
+    shuts it down when the server closes. With your own manager, set those on
+    it (and its ``resolution``, the precision of every timeout).
+
+    ``idle_timeout``: close (code 1001) a connection whose peer sent nothing,
+    not even a pong, for this long. With the heartbeat on, a peer that answers
+    pings is never idle: dead peers are found by the heartbeat, and this
+    timeout matters for ``ping_interval=None`` or when shorter than
+    ``ping_interval``.
+
+    ``ping_interval``, ``ping_timeout``: one heartbeat for all connections
+    instead of websockets' task per connection: a connection quiet for
+    ``ping_interval`` gets a ping; if the peer sends nothing within
+    ``ping_timeout``, it is closed with code 1011. None turns either off.
+
+    ``max_connections``: the circuit breaker's limit; while it is open, new
+    connections get ``HTTP 503`` with ``Retry-After: <retry_after>``.
+
+    ``close_timeout``: how long a closing handshake may take before the
+    connection is aborted; also passed to websockets as its ``close_timeout``.
+
+    ``create_connection``: a subclass of :class:`ServerConnection`.
+    """
+    if isinstance(retry_after, bool) or not isinstance(retry_after, int) or retry_after < 0:
+        raise ValueError(f"retry_after must be a whole number of seconds, got {retry_after!r}")
+    owns_manager = manager is None
+    if manager is None:
+        manager = ConnectionManager(
+            DEFAULT_IDLE_TIMEOUT if idle_timeout is MANAGER_DEFAULT else idle_timeout,
+            max_connections=max_connections,
+            close_timeout=DEFAULT_CLOSE_TIMEOUT if close_timeout is MANAGER_DEFAULT else close_timeout,
+        )
+    elif idle_timeout is not MANAGER_DEFAULT or close_timeout is not MANAGER_DEFAULT or max_connections is not None:
+        raise TypeError("idle_timeout, close_timeout and max_connections belong to the manager you passed: "
+                        "set them there")
+    close_timeout = manager.close_timeout
+    connection_class = ServerConnection if create_connection is None else create_connection
+    if not (isinstance(connection_class, type) and issubclass(connection_class, ServerConnection)):
+        raise TypeError(f"create_connection must be a subclass of conntable.websockets.ServerConnection, "
+                        f"got {create_connection!r}")
+    interval = _positive("ping_interval", ping_interval)
+    timeout = _positive("ping_timeout", ping_timeout)
+    heartbeat = None if interval is None else Heartbeat(manager, interval, timeout, close_timeout)
+    policy = ServerPolicy(heartbeat, retry_after)
+    factory = functools.partial(_managed_connection, manager, connection_class, policy, select_subprotocol)
+    websockets_server = ws_server.serve(
+        handler, host, port,  # type: ignore[arg-type]  # it receives our subclass of its connection
+        ping_interval=None,  # the heartbeat replaces websockets' keepalive task
+        close_timeout=close_timeout,
+        create_connection=factory,  # type: ignore[arg-type]
+        **kwargs,
+    )
+    return Server(websockets_server, manager, owns_manager, policy, close_timeout)
+
+
+def _managed_connection(
+    manager: ConnectionManager,
+    connection_class: type,
+    policy: ServerPolicy,
+    select_subprotocol: Optional[Callable[..., Any]],
+    protocol: Any,
+    server: Any,
+    **kwargs: Any,
+) -> asyncio.BaseProtocol:
+    """websockets' ``create_connection``: our connection, behind the manager's adapter."""
+    connection = connection_class(protocol, server, **kwargs)
+    connection._policy = policy
+    if select_subprotocol is not None:
+        # Shadows the Sans-I/O method, as websockets' own binding does, but with our connection.
+        protocol.select_subprotocol = functools.partial(select_subprotocol, connection)
+    return manager.protocol_factory(lambda: connection)()
+
+
+class Server:
+    """The server :func:`serve` returns: websockets' ``Server`` API, plus the manager.
+
+    ``sockets``, ``connections``, ``is_serving()``, ``start_serving()``,
+    ``serve_forever()``, ``close()``, ``wait_closed()`` and ``async with``
+    behave as in websockets; other attributes are websockets' server's.
+    ``close()`` closes open connections with code 1001 (``code``/``reason``
+    change that), aborts those still there after ``close_timeout``, waits for
+    the handlers (cancelling any still running ``close_timeout`` after their
+    connection ended) and, if ``serve`` made the manager, shuts it down.
+    """
+
+    def __init__(
+        self,
+        websockets_server: ws_server.Server,
+        manager: ConnectionManager,
+        owns_manager: bool,
+        policy: ServerPolicy,
+        close_timeout: float,
+    ) -> None:
+        self._server = websockets_server
+        self._owns_manager = owns_manager
+        self._policy = policy
+        self._close_timeout = close_timeout
+        self._close_task: Optional[asyncio.Task[None]] = None
+        self._closed: Optional[asyncio.Future[None]] = None
+        #: The manager holding this server's connections.
+        self.manager = manager
+        #: The manager's shutdown summary, once ``close()`` shut it down.
+        self.shutdown_summary: Optional[ShutdownSummary] = None
+
+    # -- websockets' API -----------------------------------------------------------
+    @property
+    def heartbeat(self) -> Optional[Heartbeat]:
+        """The heartbeat (None with ``ping_interval=None``)."""
+        return self._policy.heartbeat
+
+    @property
+    def sockets(self) -> Any:
+        return self._server.sockets
+
+    @property
+    def connections(self) -> Set[ServerConnection]:
+        """Connections that completed the opening handshake and are not closing (for ``broadcast``)."""
+        return self._server.connections  # type: ignore[return-value]
+
+    def stats(self) -> ResourceStats:
+        """The manager's :meth:`~conntable.aio.ConnectionManager.stats`."""
+        return self.manager.stats()
+
+    def is_serving(self) -> bool:
+        return self._server.is_serving()
+
+    def get_loop(self) -> asyncio.AbstractEventLoop:
+        return self._server.get_loop()
+
+    async def start_serving(self) -> None:
+        await self._server.start_serving()
+
+    async def serve_forever(self) -> None:
+        """Serve until :meth:`close` is called; cancelling it closes the server."""
+        try:
+            if not self.is_serving():
+                await self.start_serving()
+            await self.wait_closed()
+        except asyncio.CancelledError:
+            try:
+                self.close()
+                await self.wait_closed()
+            finally:
+                raise
+
+    def close(self, close_connections: bool = True, code: int = 1001, reason: str = "server shutdown") -> None:
+        """Stop accepting and close connections (see the class docstring); idempotent."""
+        if self._close_task is None:
+            self._policy.close_frames[CloseReason.SHUTDOWN] = (code, reason)
+            self._close_task = self.get_loop().create_task(self._close(close_connections))
+
+    async def wait_closed(self) -> None:
+        """Wait until :meth:`close` is done: connections gone, handlers returned."""
+        if self._closed is None:
+            self._closed = self.get_loop().create_future()
+        await asyncio.shield(self._closed)
+
+    def __getattr__(self, name: str) -> Any:
+        # Only called for names this class lacks: websockets' handler_tasks, all_connections, logger, server...
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return getattr(self._server, name)
+
+    def __await__(self) -> Generator[Any, None, "Server"]:
+        return self._start().__await__()
+
+    async def __aenter__(self) -> "Server":
+        return await self
+
+    async def __aexit__(self, *exc_info: Any) -> None:
+        self.close()
+        await self.wait_closed()
+
+    # -- internals -------------------------------------------------------------------
+    async def _start(self) -> "Server":
+        if not hasattr(self._server, "server"):
+            await self._server
+            self.manager.add_server(self._server.server)
+        return self
+
+    async def _close(self, close_connections: bool) -> None:
+        listener = self._server.server
+        listener.close()  # stop accepting; handshakes under way are answered 503 by websockets
+        if close_connections:
+            if self._owns_manager:
+                self.shutdown_summary = await self.manager.shutdown(grace=self._close_timeout)
+            else:
+                await self._close_connections_of_this_server()
+            await self._finish_handlers(self._close_timeout)
+        else:
+            await self._finish_handlers(None)
+        if self._owns_manager and self.shutdown_summary is None:
+            self.shutdown_summary = await self.manager.shutdown(grace=self._close_timeout)
+        self._server.close(close_connections=False)
+        await self._server.wait_closed()
+        if self.heartbeat is not None:
+            await self.heartbeat.stop()
+        if self._closed is None:
+            self._closed = self.get_loop().create_future()
+        self._closed.set_result(None)
+
+    async def _close_connections_of_this_server(self) -> None:
+        """With a shared manager: close ours only, like the manager's shutdown would."""
+        ours = cast(Set[ServerConnection], self._server.all_connections)
+        for ws in list(ours):
+            ws.close_requested(ws.transport, CloseReason.SHUTDOWN)
+        await self._finish_handlers(self._close_timeout, cancel=False)
+        for ws in list(ours):  # still there: their peers did not finish the closing handshake
+            ws.transport.abort()
+
+    async def _finish_handlers(self, timeout: Optional[float], cancel: bool = True) -> None:
+        """Wait for the handler tasks; cancel those still running after ``timeout``."""
+        tasks = set(self._server.handler_tasks)
+        if not tasks:
+            return
+        _done, pending = await asyncio.wait(tasks, timeout=timeout)
+        if pending and cancel:
+            self._server.logger.warning("%d connection handlers still running: cancelling them", len(pending))
+            for task in pending:
+                task.cancel()
+            await asyncio.wait(pending, timeout=timeout)
+
