@@ -97,7 +97,9 @@ async def serve(args: argparse.Namespace) -> None:
         max_lifetime=args.max_lifetime,
         max_connections=args.max_connections,
     )
-    server = await mgr.create_server(Echo, args.host, args.port, backlog=1024)
+    # The loop's default backlog (100): asyncio's loop accepts up to that many connections at a
+    # time before the manager sees them, so the manager keeps twice as many descriptors free.
+    server = await mgr.create_server(Echo, args.host, args.port)
     host, port = server.sockets[0].getsockname()[:2]
     print(f"echo server on {host}:{port} ({args.loop}); Ctrl-C to stop", flush=True)
     if args.metrics_port:

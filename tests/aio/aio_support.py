@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import functools
+import gc
 import os
 import socket
 import struct
@@ -65,6 +66,10 @@ class Scenario:
     """A manager under test, its probes, its clients, and the final accounting."""
 
     def __init__(self, **manager_kwargs: Any) -> None:
+        # Garbage left by earlier tests (a failed test's traceback and its frames, say) may hold
+        # descriptors: counted here and closed by a collection during the test (an explicit one,
+        # or the collector's own), they would leave the count below this for good.
+        gc.collect()
         self.fds_at_start = open_fds()
         self.tasks_at_start = asyncio.all_tasks()
         self.mgr = ConnectionManager(**manager_kwargs)

@@ -14,23 +14,23 @@ from conntable.aio import CloseReason, Connection, ConnectionManager, Connection
 
 
 @pytest.mark.parametrize(
-    "kwargs",
+    ("kwargs", "error"),
     [
-        {"idle_timeout": 0},
-        {"idle_timeout": -1.0},
-        {"handshake_timeout": 0.0},
-        {"max_lifetime": float("nan")},
-        {"close_timeout": math.inf},
-        {"close_timeout": None},
-        {"expire_batch": 0},
-        {"expire_batch": True},
-        {"resolution": 0.0},
-        {"max_connections": 0},
+        ({"idle_timeout": 0}, ValueError),
+        ({"idle_timeout": -1.0}, ValueError),
+        ({"handshake_timeout": 0.0}, ValueError),
+        ({"max_lifetime": float("nan")}, ValueError),
+        ({"close_timeout": math.inf}, ValueError),
+        ({"close_timeout": None}, ValueError),
+        ({"expire_batch": 0}, ValueError),
+        ({"expire_batch": True}, TypeError),  # as the table's own int arguments
+        ({"resolution": 0.0}, ValueError),
+        ({"max_connections": 0}, ValueError),
     ],
 )
-def test_bad_arguments_raise(run, kwargs):
+def test_bad_arguments_raise(run, kwargs, error):
     async def scenario():
-        with pytest.raises(ValueError):
+        with pytest.raises(error):
             ConnectionManager(**kwargs)
 
     run(scenario())

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import resource
 import socket
 
+import pytest
 from aio_support import HOST, Scenario, Tracked, eventually, open_fds, read_until_eof
 
 from conntable.aio import CircuitBreaker, CloseReason, ConnectionManager
+from conntable.aio._listeners import Listeners
 
 # -- the state machine, with an injected descriptor count -----------------------
 
@@ -64,6 +67,102 @@ def test_breaker_opens_on_the_descriptor_reserve(run):
     run(scenario())
 
 
+def test_accept_burst_is_kept_free(run):
+    """Sockets the loop accepts before the manager sees them need descriptors on top of the reserve."""
+
+    async def scenario():
+        breaker = CircuitBreaker(fd_limit=1000, fd_reserve=50, count_fds=Fds(40))
+        assert breaker.max_connections == 910
+        breaker.set_accept_burst(200)
+        assert breaker.max_connections == 710  # a default max_connections leaves room for the burst
+        assert breaker.burst_fits(710) and not breaker.burst_fits(711)
+        assert all(breaker.admit(held, now=0.0) for held in range(710))
+        assert breaker.admit(710, now=0.0) is False and breaker.is_open
+        explicit = CircuitBreaker(100, fd_limit=1000, fd_reserve=50, count_fds=Fds(40))
+        explicit.set_accept_burst(200)
+        assert explicit.max_connections == 100 and explicit.fd_resume_free == 50 + 200 + 10
+
+    run(scenario())
+
+
+def test_breaker_closes_when_connections_end(run):
+    async def scenario():
+        breaker = CircuitBreaker(10, fd_limit=1000, count_fds=Fds(5))
+        assert breaker.admit(10, now=0.0) is False and breaker.is_open
+        breaker.reconsider(9)  # not below the low-water mark of 9
+        assert breaker.is_open
+        breaker.reconsider(8)
+        assert not breaker.is_open and breaker.trips == 1
+
+    run(scenario())
+
+
+def test_a_failed_count_falls_back_on_the_estimate(run):
+    async def scenario():
+        fds = Fds(40)
+        breaker = CircuitBreaker(fd_limit=1000, count_fds=fds)
+        fds.count = None  # e.g. /proc/self/fd cannot be listed without a free descriptor
+        assert breaker.resync(10) == 50  # the 40 others last measured, plus the manager's 10
+        assert CircuitBreaker(fd_limit=1000, count_fds=lambda: None).resync(10) is None  # never known
+
+    run(scenario())
+
+
+def test_stats_count_descriptors_at_emfile(run):
+    """With no descriptor left, stats() still says how many are open (a count that needs none, or the estimate)."""
+
+    async def scenario():
+        mgr = ConnectionManager(idle_timeout=None)
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        taken = []
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (open_fds() + 20, hard))
+            with pytest.raises(OSError) as exhausted:
+                while True:
+                    taken.append(socket.socket())
+            assert exhausted.value.errno == errno.EMFILE
+            assert mgr.stats().open_fds is not None
+        finally:
+            for sock in taken:
+                sock.close()
+            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+        await mgr.shutdown()
+
+    run(scenario())
+
+
+def test_listening_sockets_pause_and_resume(run, loop_kind):
+    """On asyncio's selector loop the manager can stop a server accepting; uvloop needs no pause."""
+
+    async def scenario():
+        loop = asyncio.get_running_loop()
+        accepted = []
+        server = await asyncio.start_server(lambda reader, writer: accepted.append(writer), HOST, 0)
+        listeners = Listeners()
+        if loop_kind == "uvloop":
+            assert listeners.add(server) is False and listeners.burst == 0
+        else:
+            assert listeners.add(server) is True and listeners.burst == 200  # twice the default backlog
+            listeners.pause()
+            client = socket.socket()
+            client.setblocking(False)
+            await loop.sock_connect(client, server.sockets[0].getsockname())  # waits in the accept queue
+            for _ in range(20):  # a listening socket being read accepts within a few turns
+                await asyncio.sleep(0)
+            assert accepted == []
+            listeners.resume()
+            await eventually(lambda: len(accepted) == 1, "accepted once resumed")
+            listeners.pause()
+            server.close()
+            listeners.resume()  # the socket is closed: nothing is added back
+            client.close()
+            accepted[0].close()
+        server.close()
+        await server.wait_closed()
+
+    run(scenario())
+
+
 def test_default_max_connections_comes_from_the_descriptor_limit(run):
     async def scenario():
         breaker = CircuitBreaker(fd_limit=1000, count_fds=Fds(40))
@@ -111,7 +210,8 @@ def test_flood_past_max_connections(run):
         late = await newcomer()
         assert late is None or late.close_reason is CloseReason.REJECTED
         await eventually(lambda: sc.ended(CloseReason.REJECTED) == 151, "refused")
-        await leave(admitted[3:8])  # 42 held: accepting again
+        await leave(admitted[3:8])  # 42 held: accepting again, and reported so before anyone arrives
+        assert not sc.mgr.stats().breaker_open
         late = await newcomer()
         assert late.close_reason is None and not sc.mgr.stats().breaker_open
         stats = sc.mgr.stats()

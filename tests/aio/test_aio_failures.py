@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import socket
 
 import pytest
 from aio_support import HOST, FakeTransport, Scenario, Tracked, eventually, read_until_eof
@@ -190,6 +191,24 @@ def test_transport_collected_without_connection_lost(run, loop_kind):
             expected_shutdown = 3
         summary = await sc.finish()
         assert summary.closed_gracefully == expected_shutdown
+
+    run(scenario())
+
+
+@pytest.mark.filterwarnings("ignore::ResourceWarning")
+def test_accounting_ignores_garbage_from_before(run):
+    """A descriptor that earlier garbage held and a collection closed mid-test is not missed at the end."""
+
+    async def scenario():
+        cycle = [socket.socket()]
+        cycle.append(cycle)  # only the collector frees it, and its socket with it
+        del cycle
+        sc = Scenario(idle_timeout=None)
+        port = await sc.serve()
+        await sc.connect(port, 2)
+        await sc.connected(2)
+        gc.collect()
+        await sc.finish()
 
     run(scenario())
 

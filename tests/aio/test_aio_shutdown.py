@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import socket
 
 from aio_support import HOST, Scenario, Tracked, eventually, read_until_eof
@@ -137,5 +138,23 @@ def test_shutdown_of_an_unused_manager(run):
         summary = await mgr.shutdown()
         assert (summary.closed_gracefully, summary.aborted, summary.tasks_cancelled) == (0, 0, 0)
         assert len(mgr) == 0 and "stopping" in repr(mgr)
+
+    run(scenario())
+
+
+class ClosesALittleLater(Tracked):
+    def close_requested(self, transport, reason):
+        asyncio.get_running_loop().call_later(0.1, transport.close)
+
+
+def test_infinite_grace_waits_for_every_connection(run):
+    async def scenario():
+        sc = Scenario(idle_timeout=60.0)
+        port = await sc.serve(lambda: ClosesALittleLater(sc))
+        await sc.connect(port, 3)
+        await sc.connected(3)
+        summary = await sc.finish(grace=math.inf)
+        assert (summary.closed_gracefully, summary.aborted) == (3, 0)
+        assert sc.ended(CloseReason.SHUTDOWN) == 3
 
     run(scenario())

@@ -201,14 +201,6 @@ def raise_cancelled(reason: CloseReason) -> None:
     future.result()
 
 
-CANCELLED_IN_CLEANUP = pytest.mark.xfail(
-    reason="_end() catches Exception around each cleanup; CancelledError is a BaseException, so it "
-           "escapes: the cleanups added before it never run, and when _end() runs in the sweeper "
-           "task the sweeper dies of it and the manager never expires anything again",
-)
-
-
-@CANCELLED_IN_CLEANUP
 def test_cleanup_raising_cancelled_error_when_the_peer_leaves(loop_kind, caplog):
     async def scenario():
         mgr = ConnectionManager(idle_timeout=60.0)
@@ -247,7 +239,6 @@ class Unresponsive(asyncio.Transport):
         pass
 
 
-@CANCELLED_IN_CLEANUP
 def test_cleanup_raising_cancelled_error_in_the_sweeper(loop_kind):
     async def scenario():
         mgr = ConnectionManager(idle_timeout=0.1, close_timeout=0.1, resolution=0.02)
@@ -267,3 +258,57 @@ def test_cleanup_raising_cancelled_error_in_the_sweeper(loop_kind):
         await mgr.shutdown(grace=0.5)
 
     run(loop_kind, scenario())
+
+
+class CancelledWhenMade(ManagedProtocol):
+    def connection_made(self, transport):
+        raise_cancelled(CloseReason.ERROR)
+
+    def connection_lost(self, exc):
+        raise_cancelled(CloseReason.ERROR)
+
+
+class CancelledWhenClosing(ManagedProtocol):
+    def close_requested(self, transport, reason):
+        raise_cancelled(reason)
+
+    def connection_rejected(self, transport):
+        raise_cancelled(CloseReason.REJECTED)
+
+
+async def closed_by_the_server(reader: asyncio.StreamReader) -> bool:
+    try:
+        return await reader.read() == b""
+    except ConnectionResetError:  # aborted
+        return True
+
+
+def test_hooks_raising_cancelled_error(loop_kind, caplog):
+    """Each hook's CancelledError is logged with the connection id, and the connection still ends."""
+
+    async def scenario():
+        mgr = ConnectionManager(idle_timeout=0.2, resolution=0.02, max_connections=1)
+        made = (await mgr.create_server(CancelledWhenMade, HOST, 0)).sockets[0].getsockname()[1]
+        closing = (await mgr.create_server(CancelledWhenClosing, HOST, 0)).sockets[0].getsockname()[1]
+        clients = [await asyncio.open_connection(HOST, made)]  # 1: aborted after connection_made fails
+        assert await closed_by_the_server(clients[0][0])
+        while len(mgr):
+            await asyncio.sleep(0.01)
+        clients.append(await asyncio.open_connection(HOST, closing))  # 2: admitted, closed when idle
+        while not len(mgr):
+            await asyncio.sleep(0.01)
+        clients.append(await asyncio.open_connection(HOST, closing))  # 3: refused (max_connections=1)
+        assert [await closed_by_the_server(reader) for reader, _ in clients[1:]] == [True, True]
+        while len(mgr):
+            await asyncio.sleep(0.01)
+        closed = mgr.stats().closed_total
+        assert (closed["error"], closed["idle"], closed["rejected"]) == (1, 1, 1)
+        await mgr.shutdown(grace=1.0)
+        for _, writer in clients:
+            writer.close()
+
+    with caplog.at_level(logging.ERROR, logger=LOGGER):
+        run(loop_kind, scenario())
+    logged = sorted(tuple(r.args) for r in caplog.records if r.name == LOGGER and "failed" in r.getMessage())
+    assert logged == [(1, "connection_lost"), (1, "connection_made"), (2, "close_requested"),
+                      (3, "connection_rejected")]

@@ -22,13 +22,6 @@ LIMIT = 256
 FLOOD = 400
 EMFILE_SIGNS = ("Too many open files", "EMFILE", "out of system resource")
 
-ASYNCIO_ACCEPT_BURST = pytest.mark.xfail(
-    strict=False,
-    reason="asyncio's selector loop accepts up to `backlog` sockets per readiness event before any "
-           "connection_made runs (each is set up in a task of its own), so a burst larger than the "
-           "breaker's fd_reserve (16 at this limit) reaches EMFILE before the manager sees it",
-)
-
 
 def refused_clients(clients, count):
     """The clients the server answered and closed at once: readable while the admitted ones are silent."""
@@ -43,7 +36,7 @@ def refused_clients(clients, count):
         return wait_until(readable, f"{count} refused clients answered")
 
 
-@pytest.mark.parametrize("loop_kind", ["uvloop", pytest.param("asyncio", marks=ASYNCIO_ACCEPT_BURST)])
+@pytest.mark.parametrize("loop_kind", ["uvloop", "asyncio"])
 def test_breaker_opens_before_emfile_and_the_server_recovers(loop_kind):
     args = ("--stats-every", "0.1", "--idle-timeout", "none", "--handshake-timeout", "none")
     with EchoServer(loop_kind, *args, fd_limit=LIMIT) as server:

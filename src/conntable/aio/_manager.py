@@ -31,10 +31,12 @@ from typing import Any, Callable, Coroutine, List, Optional, Set, Tuple, TypeVar
 
 import conntable
 from conntable import Expired
+from conntable._common import check_resolution, check_size, check_timeout
 
 from ._breaker import CircuitBreaker
 from ._connection import AdapterRef, CloseReason, Connection, ConnectionState
-from ._log import log_failure, logger
+from ._listeners import DEFAULT_BACKLOG, Listeners
+from ._log import CALLBACK_ERRORS, log_failure, logger
 from ._protocol import _Adapter, adapter_for
 from ._registry import register
 from ._resources import rss_bytes
@@ -53,15 +55,21 @@ ABORTING = ConnectionState.ABORTING
 CLOSED = ConnectionState.CLOSED
 
 
-def _seconds(name: str, value: Optional[float], *, finite: bool = False) -> Optional[float]:
-    """A positive duration; None stays None (and so does math.inf unless ``finite``)."""
+def _seconds(name: str, value: Optional[float]) -> Optional[float]:
+    """A positive duration, checked as the table checks its own; None and math.inf mean no limit (None)."""
     if value is None:
         return None
-    seconds = float(value)
-    if not seconds > 0.0 or (finite and seconds == math.inf):
-        kind = "a positive finite" if finite else "a positive"
-        raise ValueError(f"{name} must be {kind} number of seconds or None, got {value!r}")
+    seconds = check_timeout(name, value)
     return None if seconds == math.inf else seconds
+
+
+def _grace(value: float) -> float:
+    """``shutdown``'s grace: 0 (abort at once) or a duration as the table checks it; math.inf waits for ever."""
+    return 0.0 if value == 0 else check_timeout("grace", value)
+
+
+def _is_server(server: Any) -> bool:
+    return callable(getattr(server, "close", None)) and callable(getattr(server, "wait_closed", None))
 
 
 class ConnectionManager:
@@ -72,7 +80,9 @@ class ConnectionManager:
     byte this long after it opened (None: no limit). ``max_lifetime``: close
     any connection this long after it opened (None: no limit).
     ``max_connections``: open the circuit breaker at this many connections
-    (None: the process's file-descriptor limit minus ``fd_reserve``).
+    (None: the process's file-descriptor limit minus ``fd_reserve``, minus
+    the descriptors open already and, on asyncio's selector event loop, twice
+    the backlog of each listening socket: see ``_listeners``).
     ``resolution``: granularity of every timeout, in seconds; a connection
     can be closed up to ``resolution`` early or late. ``close_timeout``: how
     long a connection asked to close may take before it is aborted.
@@ -80,7 +90,10 @@ class ConnectionManager:
     ``table_factory``: builds the table, called as
     ``table_factory(idle_timeout, resolution=resolution)`` (default
     ``conntable.ConnectionTable``; ``conntable.PyConnectionTable`` works too).
-    ``fd_reserve``: file descriptors kept free (default 5% of the limit).
+    ``fd_reserve``: file descriptors kept free (default 5% of the limit, at
+    least 16). Arguments are checked as the table checks its own: a wrong
+    type raises TypeError, a value out of range ValueError, naming the
+    argument.
 
     A manager binds to the running loop at its first connection and serves
     that loop only. Use it through :meth:`protocol_factory`,
@@ -101,20 +114,23 @@ class ConnectionManager:
         table_factory: Optional[Callable[..., Any]] = None,
         fd_reserve: Optional[int] = None,
     ) -> None:
+        # Every argument is checked before anything is built, with the table's own checks
+        # (a custom table_factory may check nothing).
         idle = _seconds("idle_timeout", idle_timeout)
         self._handshake_timeout = _seconds("handshake_timeout", handshake_timeout)
         self._max_lifetime = _seconds("max_lifetime", max_lifetime)
-        close = _seconds("close_timeout", close_timeout, finite=True)
-        if close is None:
-            raise ValueError("close_timeout must be a positive finite number of seconds, got None")
+        close = _seconds("close_timeout", close_timeout)
+        if close is None:  # a connection that will not close must be aborted some time
+            raise ValueError(f"close_timeout must be a finite number of seconds, got {close_timeout!r}")
         self._close_timeout = close
-        if isinstance(expire_batch, bool) or not isinstance(expire_batch, int) or expire_batch < 1:
-            raise ValueError(f"expire_batch must be a positive int, got {expire_batch!r}")
-        self._expire_batch = expire_batch
+        check_resolution(resolution)
+        self._expire_batch = check_size("expire_batch", expire_batch, minimum=1)
+        if table_factory is not None and not callable(table_factory):
+            raise TypeError(f"table_factory must be callable or None, not {type(table_factory).__name__}")
+        self._breaker = CircuitBreaker(max_connections, fd_reserve=fd_reserve)  # checks both
         factory = conntable.ConnectionTable if table_factory is None else table_factory
         self._table = factory(math.inf if idle is None else idle, resolution=resolution)
         self._resolution: float = self._table.resolution
-        self._breaker = CircuitBreaker(max_connections, fd_reserve=fd_reserve)
 
         self._loop: Optional[asyncio.AbstractEventLoop] = None
         self._sweeper: Optional[Sweeper] = None
@@ -124,6 +140,8 @@ class ConnectionManager:
         self._clock_handle: Optional[asyncio.TimerHandle] = None
         self._last_id = 0
         self._servers: List[asyncio.AbstractServer] = []
+        self._listeners = Listeners()  # paused while an accept burst would not fit (asyncio's loop)
+        self._listeners_recheck: Optional[asyncio.TimerHandle] = None
         self._tasks: Set[asyncio.Task[Any]] = set()
         # Cancelled once already: a second cancel() would interrupt the task's own cleanup.
         self._cancelling: Set[asyncio.Task[Any]] = set()
@@ -174,6 +192,8 @@ class ConnectionManager:
         The loop then sees an adapter (``transport.get_protocol()``), whose
         ``protocol`` attribute is the instance ``factory()`` returned.
         """
+        if not callable(factory):  # here, not inside the loop at the first accept
+            raise TypeError(f"the protocol factory must be callable, not {type(factory).__name__}")
 
         def managed_protocol() -> asyncio.BaseProtocol:
             return adapter_for(self, factory())
@@ -186,7 +206,7 @@ class ConnectionManager:
         """``loop.create_server`` with managed connections; the server is shut down with the manager."""
         loop = asyncio.get_running_loop()
         server = await loop.create_server(self.protocol_factory(factory), host, port, **kwargs)
-        self.add_server(server)
+        self._watch(server, kwargs.get("backlog", DEFAULT_BACKLOG))
         return server
 
     async def create_connection(
@@ -198,10 +218,37 @@ class ConnectionManager:
         return transport, adapter.protocol  # type: ignore[attr-defined]
 
     def add_server(self, server: asyncio.AbstractServer) -> None:
-        """Have :meth:`shutdown` stop ``server`` from accepting (for servers made without :meth:`create_server`)."""
+        """Have :meth:`shutdown` stop ``server`` from accepting (for servers made without :meth:`create_server`).
+
+        On asyncio's selector loop the manager also keeps descriptors free for
+        the connections the server may accept before the manager sees them,
+        and stops reading its listening sockets while they are not free.
+        """
+        self._watch(server, None)
+
+    def _watch(self, server: asyncio.AbstractServer, backlog: Optional[int]) -> None:
+        if not _is_server(server):  # shutdown() would fail on it, every time
+            raise TypeError(f"server must have close() and wait_closed(), like an asyncio server: "
+                            f"not {type(server).__name__}")
         self._servers.append(server)
         if self._stopping:
             server.close()
+        elif self._listeners.add(server, backlog):
+            self._reserve_accept_burst(server.get_loop())
+
+    def _reserve_accept_burst(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Keep descriptors free for what the listening sockets accept before the manager sees it."""
+        breaker, held = self._breaker, len(self._table)
+        breaker.resync(held, loop.time())  # before the first accepts: nothing in flight is miscounted
+        breaker.set_accept_burst(self._listeners.burst)
+        if not breaker.burst_fits(held + 1):
+            logger.warning(
+                "asyncio's event loop can accept %d connections before the manager sees them (twice the "
+                "backlog of each listening socket), but only %s file descriptors are free and fd_reserve=%d "
+                "of them must stay free: every connection will be refused. Use a smaller backlog, uvloop, "
+                "or a higher RLIMIT_NOFILE.",
+                breaker.accept_burst, breaker.free_fds(held + 1), breaker.fd_reserve,
+            )
 
     # -- per-connection API ---------------------------------------------------
     def __len__(self) -> int:
@@ -231,6 +278,8 @@ class ConnectionManager:
         the connection id and does not stop the others. KeyError if the
         connection is gone already.
         """
+        if not callable(callback):  # here, not when the connection ends
+            raise TypeError(f"a cleanup must be callable, not {type(callback).__name__}")
         conn = self._live(conn_id)
         if conn._cleanups is None:
             conn._cleanups = []
@@ -240,15 +289,18 @@ class ConnectionManager:
         """Run ``coro`` as a task that is cancelled when the connection ends.
 
         An exception the task raises is logged with the connection id; it
-        does not close the connection. KeyError (and ``coro`` is closed) if
-        the connection is gone already.
+        does not close the connection. KeyError if the connection is gone
+        already, TypeError if ``coro`` is not a coroutine; a coroutine that
+        is refused is closed (no "never awaited" warning).
         """
+        if not asyncio.iscoroutine(coro):
+            raise TypeError(f"spawn() takes a coroutine, not {type(coro).__name__}")
         try:
             conn = self._live(conn_id)
-        except KeyError:
+            task = self._loop.create_task(coro, name=name)  # type: ignore[union-attr]
+        except BaseException:  # a bad or unknown id, a closed loop...: the coroutine never runs
             coro.close()
             raise
-        task = self._loop.create_task(coro, name=name)  # type: ignore[union-attr]
         if conn._tasks is None:
             conn._tasks = set()
         conn._tasks.add(task)
@@ -276,12 +328,14 @@ class ConnectionManager:
     def stats(self) -> ResourceStats:
         """A snapshot of the connections and the process's resources.
 
-        Counts the open file descriptors (a directory listing: fine per
-        scrape, not per request) and corrects the breaker's estimate with it.
+        Counts the open file descriptors (at worst a directory listing: fine
+        per scrape, not per request), corrects the breaker's estimate with it
+        and lets the breaker close if it may.
         """
         held = len(self._table)
         breaker = self._breaker
         fds = breaker.resync(held, -math.inf if self._loop is None else self._loop.time())
+        breaker.reconsider(held)
         return ResourceStats(
             active=held,
             peak=self._peak,
@@ -316,10 +370,12 @@ class ConnectionManager:
         then the remaining tasks are cancelled and waited for (up to
         ``close_timeout``), and every cleanup has run. No polling: the wait
         ends when the last connection goes. Calling it again waits for the
-        same shutdown.
+        same shutdown. ``grace`` is a number of seconds: 0 aborts at once,
+        math.inf waits for ever; anything else raises before anything changes.
         """
+        seconds = _grace(grace)
         if self._shutdown_task is None:
-            self._shutdown_task = asyncio.ensure_future(self._shut_down(float(grace)))
+            self._shutdown_task = asyncio.ensure_future(self._shut_down(seconds))
         # Shielded: a caller that gives up waiting does not leave a half-closed manager.
         return await asyncio.shield(self._shutdown_task)
 
@@ -331,6 +387,8 @@ class ConnectionManager:
 
     async def _shut_down(self, grace: float) -> ShutdownSummary:
         self._stopping = True
+        if self._listeners_recheck is not None:
+            self._listeners_recheck.cancel()
         summary = self._summary = ShutdownSummary()
         for server in self._servers:
             server.close()
@@ -426,8 +484,44 @@ class ConnectionManager:
             self._opened_total += 1
         if len(table) > self._peak:
             self._peak = len(table)
+        if self._listeners.burst:
+            self._check_listeners()
         self._sweeper.wake_if_earlier(table.due(conn_id))  # type: ignore[union-attr]
         return conn
+
+    def _check_listeners(self) -> None:
+        """Read the listening sockets only while a whole accept burst fits (asyncio's loop; see _listeners).
+
+        Checked at every arrival and departure, so it reads again as soon as
+        the descriptors of refused connections come back.
+        """
+        listeners = self._listeners
+        fits = self._breaker.burst_fits(len(self._table))
+        if fits and listeners.paused:
+            listeners.resume()
+        elif not fits and not listeners.paused and not self._stopping:
+            listeners.pause()
+            self._recheck_listeners_later()
+
+    def _recheck_listeners_later(self) -> None:
+        """While paused, measure the descriptors again once per ``remeasure_interval``.
+
+        A measurement taken while accepted sockets were in flight counts them
+        as the rest of the program's: until measured again, the estimate
+        could keep the listening sockets paused with nothing left to wait for.
+        """
+        if self._listeners_recheck is None:
+            self._listeners_recheck = self._loop.call_later(  # type: ignore[union-attr]
+                self._breaker.remeasure_interval, self._recheck_listeners
+            )
+
+    def _recheck_listeners(self) -> None:
+        self._listeners_recheck = None
+        if self._listeners.paused and not self._stopping:
+            self._breaker.resync(len(self._table), self._loop.time())  # type: ignore[union-attr]
+            self._check_listeners()
+            if self._listeners.paused:
+                self._recheck_listeners_later()
 
     def _first_activity(self, conn: Connection) -> None:
         """The first byte arrived: the handshake deadline gives way to the lifetime one."""
@@ -437,10 +531,12 @@ class ConnectionManager:
             self._table.set_deadline(conn.id, lifetime)
 
     def _on_due(self, expired: List[Expired], now: float) -> None:
+        # The table gave these back already: one that fails (a transport whose close() or abort()
+        # raises) is forgotten, and the others are still handled.
         for conn_id, conn, why in expired:
             try:
                 self._due(conn, why, now)
-            except Exception:
+            except CALLBACK_ERRORS:
                 logger.exception("connection %d: expiry failed; forgetting it", conn_id)
                 self._end(conn, CloseReason.ERROR)
 
@@ -516,9 +612,14 @@ class ConnectionManager:
             for callback in reversed(cleanups):
                 try:
                     callback(reason)
-                except Exception:
+                except CALLBACK_ERRORS:
                     log_failure(conn.id, f"cleanup {callback!r}")
-        if not len(table) and self._empty_waiter is not None and not self._empty_waiter.done():
+        held = len(table)
+        if self._breaker.is_open:
+            self._breaker.reconsider(held)
+        if self._listeners.burst:
+            self._check_listeners()
+        if not held and self._empty_waiter is not None and not self._empty_waiter.done():
             self._empty_waiter.set_result(None)
 
     def _cancel(self, task: "asyncio.Task[Any]") -> bool:

@@ -29,7 +29,7 @@ import asyncio
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, Coroutine, Optional
 
 from ._connection import CloseReason, Connection, ConnectionState
-from ._log import log_failure, logger
+from ._log import CALLBACK_ERRORS, log_failure, logger
 
 if TYPE_CHECKING:
     from ._manager import ConnectionManager
@@ -145,7 +145,7 @@ class _Adapter(asyncio.BaseProtocol):
         self._started = True
         try:
             protocol.connection_made(transport)
-        except Exception:
+        except CALLBACK_ERRORS:
             log_failure(conn.id, "connection_made")
             conn.close_reason = conn.close_reason or CloseReason.ERROR
             transport.abort()  # connection_lost follows and ends the connection
@@ -155,7 +155,7 @@ class _Adapter(asyncio.BaseProtocol):
         try:
             if self._started:
                 self.protocol.connection_lost(exc)
-        except Exception:
+        except CALLBACK_ERRORS:
             log_failure(self._conn_id, "connection_lost")
         finally:
             if conn is not None:
@@ -193,7 +193,7 @@ class _Adapter(asyncio.BaseProtocol):
             try:
                 getattr(self.protocol, hook)(transport, *args)
                 return
-            except Exception:
+            except CALLBACK_ERRORS:
                 log_failure(self._conn_id, hook)
         transport.close()
 

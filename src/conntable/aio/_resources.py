@@ -21,6 +21,9 @@ UNLIMITED_FDS = 1 << 20
 
 _FD_DIRS = ("/proc/self/fd", "/dev/fd")
 _PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+# Whether stat("/proc/self/fd").st_size is the number of open descriptors
+# (Linux 6.2 and later; 0 on older kernels): None until the first count finds out.
+_stat_counts: Optional[bool] = None
 
 
 def fd_limit() -> Optional[int]:
@@ -36,16 +39,39 @@ def fd_limit() -> Optional[int]:
 def count_open_fds() -> Optional[int]:
     """How many file descriptors the process has open, or None if it cannot tell.
 
-    Lists a directory, which costs O(open descriptors): call it occasionally,
-    never once per connection.
+    Where the kernel reports the count as the size of ``/proc/self/fd``, one
+    ``stat``: cheap, and it needs no descriptor, so it still works when the
+    process has none left. Elsewhere it lists a directory, which costs
+    O(open descriptors) and fails at EMFILE: call it occasionally, never once
+    per connection.
     """
-    for path in _FD_DIRS:
+    global _stat_counts
+    if _stat_counts is not False:
         try:
-            # The listing includes the descriptor used to read the directory.
-            return len(os.listdir(path)) - 1
+            size = os.stat(_FD_DIRS[0]).st_size
         except OSError:
-            continue
+            size = 0
+        if size > 0 and _stat_counts:
+            return size
+        if _stat_counts is None:
+            listed = _list_fds(_FD_DIRS[0])
+            if listed is not None:  # decided on a listing (which fails when no descriptor is left)
+                # Trusted only if it matches: other systems may put anything in st_size.
+                _stat_counts = size == listed > 0
+                return listed
+    for path in _FD_DIRS:
+        count = _list_fds(path)
+        if count is not None:
+            return count
     return None
+
+
+def _list_fds(path: str) -> Optional[int]:
+    try:
+        # The listing includes the descriptor used to read the directory.
+        return len(os.listdir(path)) - 1
+    except OSError:
+        return None
 
 
 def rss_bytes() -> int:

@@ -27,7 +27,7 @@ from typing import Any, Callable, List, Optional
 
 from conntable import Expired
 
-from ._log import logger
+from ._log import CALLBACK_ERRORS, logger
 
 __all__ = ("Sweeper",)
 
@@ -105,7 +105,7 @@ class Sweeper:
             if expired:
                 try:
                     self._on_due(expired, now)
-                except Exception:  # a bug, but expiry must go on
+                except CALLBACK_ERRORS:  # a bug, but expiry must go on; not this task's cancellation (no await)
                     logger.exception("handling expired connections failed")
             if len(expired) >= limit:
                 await asyncio.sleep(0)  # let the loop breathe between passes of a mass expiry
