@@ -5,7 +5,6 @@ Time limits here are hang guards, never assertions.
 
 from __future__ import annotations
 
-import asyncio
 import pathlib
 import re
 import resource
@@ -16,6 +15,8 @@ import threading
 import time
 from typing import Any, Callable, Dict, List, Optional
 
+from server_fixtures import run_on
+
 HOST = "127.0.0.1"
 #: Hang guard for one test, one child process, or one awaited condition.
 HANG_GUARD = 30.0
@@ -25,12 +26,7 @@ LOOP_KINDS = ("asyncio", "uvloop")
 
 def run(kind: str, coro: Any) -> Any:
     """Run ``coro`` on a fresh loop of ``kind`` under the hang guard."""
-    runner = asyncio.run
-    if kind == "uvloop":
-        import uvloop  # a test dependency: a missing uvloop fails the uvloop cases
-
-        runner = uvloop.run
-    return runner(asyncio.wait_for(coro, HANG_GUARD))
+    return run_on(kind, coro, HANG_GUARD)
 
 
 def wait_until(predicate: Callable[[], Any], what: str) -> Any:
