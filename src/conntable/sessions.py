@@ -33,7 +33,7 @@ from typing import Any, Callable, Dict, List, Optional, Protocol
 
 import conntable
 from conntable import Expired
-from conntable.aio._sweeper import Sweeper
+from conntable.aio import Sweeper
 
 __all__ = ("SessionStore", "SessionHold", "SessionLimitReached")
 

@@ -23,6 +23,7 @@ from ._connection import CloseReason, Connection, ConnectionState
 from ._manager import ConnectionManager
 from ._protocol import ManagedBufferedProtocol, ManagedProtocol
 from ._stats import Metric, ResourceStats, ShutdownSummary
+from ._sweeper import Sweeper
 
 if TYPE_CHECKING:
     from ._prometheus import PrometheusCollector
@@ -38,6 +39,7 @@ __all__ = (
     "ShutdownSummary",
     "Metric",
     "CircuitBreaker",
+    "Sweeper",
     "PrometheusCollector",
 )
 

@@ -39,8 +39,7 @@ from typing import TYPE_CHECKING, List, Optional
 
 import conntable
 from conntable import Expired
-from conntable.aio import ConnectionManager
-from conntable.aio._sweeper import Sweeper
+from conntable.aio import ConnectionManager, Sweeper
 from websockets.protocol import State
 
 if TYPE_CHECKING:
