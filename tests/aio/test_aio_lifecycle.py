@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 
 from aio_support import HOST, Scenario, Tracked, eventually, read_until_eof, reset
 
-from conntable.aio import CloseReason, ConnectionState, ManagedBufferedProtocol
+from conntable.aio import CloseReason, Connection, ConnectionState, ManagedBufferedProtocol
 
 
 def test_idle_connections_are_closed(run):
@@ -22,6 +23,28 @@ def test_idle_connections_are_closed(run):
         summary = await sc.finish()
         assert summary.closed_gracefully == 0 and summary.aborted == 0
         assert sc.mgr.stats().closed_total["idle"] == 20
+
+    run(scenario())
+
+
+def test_expired_connections_are_not_kept_alive_by_the_sleeping_sweeper(run):
+    """Once every connection has ended, no record of one survives a collection.
+
+    (The sweeper used to keep its last expired batch in a local variable while
+    it slept, and with it every Connection of that batch.)
+    """
+
+    async def scenario():
+        sc = Scenario(idle_timeout=0.2, resolution=0.02, close_timeout=2.0)
+        port = await sc.serve()
+        await sc.connect(port, 20, payload=b"ping")
+        await sc.connected(20)
+        await eventually(lambda: sc.ended() == 20 and len(sc.mgr) == 0, "every connection ended")
+        await asyncio.sleep(0.05)  # the sweeper is asleep again, nothing left to expire
+        gc.collect()
+        alive = [o for o in gc.get_objects() if isinstance(o, Connection)]
+        assert alive == []
+        await sc.finish()
 
     run(scenario())
 

@@ -107,7 +107,9 @@ class Sweeper:
                     self._on_due(expired, now)
                 except CALLBACK_ERRORS:  # a bug, but expiry must go on; not this task's cancellation (no await)
                     logger.exception("handling expired connections failed")
-            if len(expired) >= limit:
+            full = len(expired) >= limit
+            del expired  # never keep the last batch (its connections) alive while sleeping
+            if full:
                 await asyncio.sleep(0)  # let the loop breathe between passes of a mass expiry
                 limit = self._next_limit(limit, time.perf_counter() - started)
 
