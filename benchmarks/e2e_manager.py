@@ -29,56 +29,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import multiprocessing
-import os
-import resource
-import statistics
 import time
-from dataclasses import dataclass
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
-HOST = "127.0.0.1"
-PROBE_PERIOD = 0.005
+from harness import (HOST, Children, Config, LagProbe, ask, cpu_seconds, markdown, median, raise_fd_limit,
+                     receive, rss_bytes)
+
 MESSAGE = b"m" * 64
 REGISTRIES = ("conntable", "pytable", "call_later")
-
-
-@dataclass
-class Config:
-    idle: int
-    active: int
-    rate: float
-    steady: float
-    warmup: float = 1.0
-
-    @property
-    def total(self) -> int:
-        return self.idle + self.active
-
-    @property
-    def idle_timeout(self) -> float:
-        # Long enough that the mass expiry starts after the steady-state window.
-        return self.warmup + self.steady + 2.0
-
-
-def raise_fd_limit() -> None:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-
-
-def cpu_seconds() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
-
-
-def rss_bytes() -> int:
-    with open("/proc/self/statm", "rb") as statm:
-        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
-async def receive(pipe: Any) -> Any:
-    """A blocking pipe read, off the loop (a thread that sleeps in recv costs no CPU)."""
-    return await asyncio.get_running_loop().run_in_executor(None, pipe.recv)
 
 
 # -- server side ------------------------------------------------------------------
@@ -109,7 +67,7 @@ class Echo(asyncio.Protocol):
 
     def connection_lost(self, exc: Optional[BaseException]) -> None:
         self.counters.open -= 1
-        self.counters.closed_at.append(time.perf_counter())
+        self.counters.closed_at.append(time.monotonic())
 
 
 class CallLaterEcho(Echo):
@@ -135,27 +93,6 @@ class CallLaterEcho(Echo):
         self.timer.cancel()
         del self.registry[id(self)]
         super().connection_lost(exc)
-
-
-class LagProbe:
-    """Wakes every PROBE_PERIOD and records how late it woke."""
-
-    def __init__(self) -> None:
-        self.samples: List[tuple] = []  # (wake time, lag)
-        self._task = asyncio.ensure_future(self._run())
-
-    async def _run(self) -> None:
-        while True:
-            start = time.perf_counter()
-            await asyncio.sleep(PROBE_PERIOD)
-            woke = time.perf_counter()
-            self.samples.append((woke, woke - start - PROBE_PERIOD))
-
-    def worst(self, since: float, until: float) -> float:
-        return max((lag for woke, lag in self.samples if since <= woke <= until), default=0.0)
-
-    def stop(self) -> None:
-        self._task.cancel()
 
 
 async def start_server(name: str, cfg: Config, counters: Counters) -> tuple:
@@ -196,23 +133,23 @@ async def serve(name: str, cfg: Config, pipe: Any) -> None:
         await asyncio.sleep(0.05)
     pipe.send("ready")
     assert await receive(pipe) == "synced"
-    synced = time.perf_counter()
+    synced = time.monotonic()
     probe = LagProbe()
 
     await asyncio.sleep(cfg.warmup)
-    cpu0, messages0, t0 = cpu_seconds(), counters.messages, time.perf_counter()
+    cpu0, messages0, t0 = cpu_seconds(), counters.messages, time.monotonic()
     await asyncio.sleep(cfg.steady)
-    cpu1, messages1, t1 = cpu_seconds(), counters.messages, time.perf_counter()
+    cpu1, messages1, t1 = cpu_seconds(), counters.messages, time.monotonic()
     rss = rss_bytes()
 
     # The mass expiry: every idle connection comes due idle_timeout after the sync.
-    await asyncio.sleep(max(0.0, synced + cfg.idle_timeout - 0.5 - time.perf_counter()))
-    cpu2, t2 = cpu_seconds(), time.perf_counter()
+    await asyncio.sleep(max(0.0, synced + cfg.idle_timeout - 0.5 - time.monotonic()))
+    cpu2, t2 = cpu_seconds(), time.monotonic()
     give_up = t2 + cfg.idle_timeout + 30.0
-    while counters.open > cfg.active and time.perf_counter() < give_up:
+    while counters.open > cfg.active and time.monotonic() < give_up:
         await asyncio.sleep(0.05)
     await asyncio.sleep(0.5)
-    cpu3, t3 = cpu_seconds(), time.perf_counter()
+    cpu3, t3 = cpu_seconds(), time.monotonic()
     probe.stop()
     closes = [t for t in counters.closed_at if t >= t2]
     first, last = (closes[0], closes[-1]) if closes else (t2, t2)
@@ -304,52 +241,39 @@ def client_main(port: int, cfg: Config, pipe: Any) -> None:
 
 
 def measure(name: str, cfg: Config) -> Dict[str, Any]:
-    ctx = multiprocessing.get_context("spawn")
-    server_pipe, server_end = ctx.Pipe()
-    client_pipe, client_end = ctx.Pipe()
-    server = ctx.Process(target=server_main, args=(name, cfg, server_end), name=f"server-{name}")
-    server.start()
-    port = server_pipe.recv()
-    client = ctx.Process(target=client_main, args=(port, cfg, client_end), name="clients")
-    client.start()
-    try:
-        assert client_pipe.recv() == "connected"
+    # Bounds on each wait, generous: opening 15000 connections on a busy 2-core machine takes a while.
+    connecting, running = 600.0, cfg.idle_timeout + 120.0
+    with Children(grace=60) as children:
+        server_pipe, server_end = children.pipe()
+        client_pipe, client_end = children.pipe()
+        children.start(server_main, name, cfg, server_end, name=f"server-{name}")
+        port = ask(server_pipe, 60, "the server")
+        children.start(client_main, port, cfg, client_end, name="clients")
+        assert ask(client_pipe, connecting, "the clients") == "connected"
         server_pipe.send("expect")
-        assert server_pipe.recv() == "ready"
+        assert ask(server_pipe, connecting, "the server") == "ready"
         client_pipe.send("sync")
-        assert client_pipe.recv() == "synced"
+        assert ask(client_pipe, 60, "the clients") == "synced"
         server_pipe.send("synced")
-        result: Dict[str, Any] = server_pipe.recv()
+        result: Dict[str, Any] = ask(server_pipe, running, "the server")
         client_pipe.send("stop")
         server_pipe.send("stop")
-    finally:
-        for process in (client, server):
-            process.join(60)
-            if process.is_alive():
-                process.kill()
     return result
 
 
-COLUMNS: List[tuple] = [
-    ("registry", "registry", str),
-    ("steady CPU s/s", "steady_cpu", lambda v: f"{v:.3f}"),
-    ("msgs/s", "messages_per_s", lambda v: f"{v:,.0f}"),
-    ("steady worst lag ms", "steady_lag_ms", lambda v: f"{v:.1f}"),
-    ("mass-expiry worst lag ms", "expiry_lag_ms", lambda v: f"{v:.1f}"),
-    ("mass-expiry CPU s/s", "expiry_cpu", lambda v: f"{v:.3f}"),
-    ("expiry span s", "expiry_span_s", lambda v: f"{v:.2f}"),
-    ("expired", "expired", lambda v: f"{v:.0f}"),
-    ("active left", "survivors", lambda v: f"{v:.0f}"),
-    ("RSS MB", "rss_mb", lambda v: f"{v:.0f}"),
-]
-
-
-def table(results: List[Dict[str, Any]]) -> str:
-    """The results as a markdown table."""
-    rows = ["| " + " | ".join(title for title, _key, _fmt in COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-    for result in results:
-        rows.append("| " + " | ".join(fmt(result[key]) for _title, key, fmt in COLUMNS) + " |")
-    return "\n".join(rows)
+#: Result key -> (column title, format).
+COLUMNS: Dict[str, Tuple[str, str]] = {
+    "registry": ("registry", "{}"),
+    "steady_cpu": ("steady CPU s/s", "{:.3f}"),
+    "messages_per_s": ("msgs/s", "{:,.0f}"),
+    "steady_lag_ms": ("steady worst lag ms", "{:.1f}"),
+    "expiry_lag_ms": ("mass-expiry worst lag ms", "{:.1f}"),
+    "expiry_cpu": ("mass-expiry CPU s/s", "{:.3f}"),
+    "expiry_span_s": ("expiry span s", "{:.2f}"),
+    "expired": ("expired", "{:.0f}"),
+    "survivors": ("active left", "{:.0f}"),
+    "rss_mb": ("RSS MB", "{:.0f}"),
+}
 
 
 def main() -> None:
@@ -373,13 +297,7 @@ def main() -> None:
         for name in names:  # interleaved, so that drift on a shared machine hits every registry alike
             runs[name].append(measure(name, cfg))
             print(f"  round {round_}: {name} done", flush=True)
-    print(table([median(results) for results in runs.values()]))
-
-
-def median(results: List[Dict[str, Any]]) -> Dict[str, Any]:
-    """Per field, the median over the rounds (text fields from the first)."""
-    return {key: statistics.median(r[key] for r in results) if isinstance(value, (int, float)) else value
-            for key, value in results[0].items()}
+    print(markdown([median(results) for results in runs.values()], COLUMNS))
 
 
 if __name__ == "__main__":

@@ -30,17 +30,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
-import multiprocessing
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Tuple
+from typing import Any, Callable, Dict, Tuple
 
-from e2e_manager import Config as ManagerConfig
-from e2e_manager import HOST, cpu_seconds, median, raise_fd_limit, receive, rss_bytes
+from harness import Config as ManagerConfig
+from harness import HOST, Children, ask, cpu_seconds, markdown, median, raise_fd_limit, receive, rss_bytes
+from wsclients import connect_all, talk
 
 SERVERS = ("conntable", "websockets")
-MESSAGE = "m" * 64
-BATCH = 200  # connections opened concurrently by the client
 
 
 @dataclass
@@ -82,12 +80,17 @@ def echo_handler(counters: Counters) -> Callable[[Any], Any]:
 def start_server(name: str, cfg: Config, counters: Counters) -> Any:
     """The server (an async context manager) for one variant."""
     handler = echo_handler(counters)
-    options = dict(ping_interval=cfg.ping_interval, ping_timeout=20.0, backlog=4096,
-                   compression="deflate" if cfg.compression else None)
+    options: Dict[str, Any] = dict(ping_interval=cfg.ping_interval, ping_timeout=20.0, backlog=4096,
+                                   compression="deflate" if cfg.compression else None)
     if name == "conntable":
         from conntable.websockets import serve
 
         return serve(handler, HOST, 0, idle_timeout=3600.0, **options)
+    return plain_server(handler, counters, **options)
+
+
+def plain_server(handler: Callable[[Any], Any], counters: Counters, **options: Any) -> Any:
+    """``websockets.asyncio.server.serve`` on HOST, counting its keepalive pings in ``counters.pings``."""
     from websockets.asyncio.server import ServerConnection, serve as plain_serve
 
     class CountingPings(ServerConnection):
@@ -166,42 +169,12 @@ def server_main(name: str, cfg: Config, results: Any, clients: Any) -> None:
 # -- client side ------------------------------------------------------------------
 
 
-async def connect_all(uri: str, count: int, compression: Any) -> List[Any]:
-    from websockets.asyncio.client import connect
-
-    clients: List[Any] = []
-    for start in range(0, count, BATCH):
-        clients += await asyncio.gather(*(
-            connect(uri, ping_interval=None, open_timeout=60, compression=compression)
-            for _ in range(min(BATCH, count - start))))
-    return clients
-
-
-async def talk(active: List[Any], rate: float) -> None:
-    """Every active connection sends MESSAGE ``rate`` times a second and reads the echoes."""
-
-    async def read(client: Any) -> None:
-        async for _ in client:
-            pass
-
-    readers = [asyncio.ensure_future(read(client)) for client in active]
-    loop = asyncio.get_running_loop()
-    next_round = loop.time()
-    try:
-        while True:
-            for client in active:
-                await client.send(MESSAGE)
-            next_round += 1.0 / rate
-            await asyncio.sleep(max(0.0, next_round - loop.time()))
-    finally:
-        for reader in readers:
-            reader.cancel()
-
-
 async def drive(cfg: Config, server: Any) -> None:
     """The clients' side of the run; ``server`` is a pipe to the server process."""
     uri = f"ws://{HOST}:{await receive(server)}"
-    clients = await connect_all(uri, cfg.total, "deflate" if cfg.compression else None)
+    clients, failures = await connect_all(uri, cfg.total, compression="deflate" if cfg.compression else None)
+    if failures:
+        raise failures[0]
     assert await receive(server) == "talk"
     talker = asyncio.ensure_future(talk(clients[:cfg.active], cfg.rate))
     assert await receive(server) == "quiet"
@@ -225,22 +198,14 @@ def client_main(cfg: Config, server: Any) -> None:
 
 def measure(name: str, cfg: Config) -> Dict[str, Any]:
     """One run: a server process and a client process that pace each other; the server reports."""
-    ctx = multiprocessing.get_context("spawn")
-    results, results_end = ctx.Pipe(duplex=False)
-    server_end, client_end = ctx.Pipe()
-    processes = [
-        ctx.Process(target=server_main, args=(name, cfg, results_end, server_end), name=f"server-{name}"),
-        ctx.Process(target=client_main, args=(cfg, client_end), name="clients"),
-    ]
-    for process in processes:
-        process.start()
-    try:
-        return results.recv()  # type: ignore[no-any-return]
-    finally:
-        for process in processes:
-            process.join(60)
-            if process.is_alive():
-                process.kill()
+    with Children(grace=60) as children:
+        results, results_end = children.pipe(duplex=False)
+        server_end, client_end = children.pipe()
+        children.start(server_main, name, cfg, results_end, server_end, name=f"server-{name}")
+        children.start(client_main, cfg, client_end, name="clients")
+        # Bounded, generously: opening the connections takes most of it.
+        bound = 600 + 3 * (cfg.warmup + cfg.steady + cfg.quiet)
+        return ask(results, bound, "the server")  # type: ignore[no-any-return]
 
 
 #: Result key -> (column title, format).
@@ -255,15 +220,6 @@ COLUMNS: Dict[str, Tuple[str, str]] = {
     "idle_us_per_ping": ("idle CPU µs/ping", "{:.0f}"),
     "rss_mb": ("RSS MB", "{:.0f}"),
 }
-
-
-def markdown(results: List[Dict[str, Any]]) -> str:
-    """The results as a markdown table, a row per server."""
-    def row(cells: List[str]) -> str:
-        return "| " + " | ".join(cells) + " |"
-
-    header = [row([title for title, _ in COLUMNS.values()]), "|" + "---|" * len(COLUMNS)]
-    return "\n".join(header + [row([fmt.format(r[key]) for key, (_, fmt) in COLUMNS.items()]) for r in results])
 
 
 def main() -> None:
@@ -287,7 +243,7 @@ def main() -> None:
           f"median of {args.repeat}", flush=True)
     # Rounds interleave the servers, so that drift on a shared machine hits both alike.
     rounds = [[measure(name, cfg) for name in names] for _ in range(args.repeat)]
-    print(markdown([median(list(runs)) for runs in zip(*rounds)]))
+    print(markdown([median(list(runs)) for runs in zip(*rounds)], COLUMNS))
 
 
 if __name__ == "__main__":
