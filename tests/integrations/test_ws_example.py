@@ -1,4 +1,4 @@
-"""examples/chat_server.py runs, relays messages to everyone, and shuts down with 1001 on SIGINT."""
+"""examples/chat_server.py runs, relays messages to everyone, and shuts down with 1001 on SIGINT or SIGTERM."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import sys
 import threading
 from typing import Iterator
 
+import pytest
 from aio_support import HOST
 from websockets.sync.client import ClientConnection, connect
 
@@ -25,9 +26,9 @@ class Example:
         self.banner = process.stdout.readline()
         self.out = self.err = ""
 
-    def interrupt(self) -> None:
-        """SIGINT, then wait for it to exit (hang guard) and keep what it printed."""
-        self.process.send_signal(signal.SIGINT)
+    def interrupt(self, signum: int = signal.SIGINT) -> None:
+        """Send ``signum``, then wait for it to exit (hang guard) and keep what it printed."""
+        self.process.send_signal(signum)
         self.out, self.err = self.process.communicate(timeout=HANG_GUARD)
 
 
@@ -57,7 +58,8 @@ def close_code(client: ClientConnection) -> int:
     return client.close_code
 
 
-def test_chat_example(loop_kind):
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_chat_example(loop_kind, signum):
     with example("--host", HOST, "--port", "0", "--loop", loop_kind) as chat:
         assert chat.banner.startswith(f"chat server on ws://{HOST}:"), chat.banner
         uri = chat.banner.split()[-1]
@@ -68,7 +70,7 @@ def test_chat_example(loop_kind):
             assert [ada.recv(HANG_GUARD), bob.recv(HANG_GUARD)] == ["#2 joined"] * 2
             ada.send("hello")
             assert [ada.recv(HANG_GUARD), bob.recv(HANG_GUARD)] == ["#1: hello"] * 2
-            chat.interrupt()
+            chat.interrupt(signum)
             assert [close_code(ada), close_code(bob)] == [1001, 1001]
     assert chat.process.returncode == 0, chat.err
     assert "shutdown: 2 closed gracefully, 0 aborted, 0 refused" in chat.out
