@@ -37,5 +37,6 @@ cdef class ConnectionTable:
     cdef object _remove_at(self, uint64_t pos)
     cdef void _maybe_shrink(self) noexcept
     cdef void _arm(self, uint32_t i) noexcept
+    cdef void _prefetch_pending(self) noexcept
     cdef double _due(self, uint32_t i) noexcept
     cdef uint32_t _next_live(self, uint32_t i) noexcept
