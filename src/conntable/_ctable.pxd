@@ -31,6 +31,7 @@ cdef class ConnectionTable:
     cdef uint64_t _find(self, object key) except 0xFFFFFFFFFFFFFFFF
     cdef void _free_storage(self) noexcept
     cdef int _reset_storage(self, uint32_t capacity, double now) except -1
+    cdef int _empty(self, double now) except -1
     cdef int _insert(self, uint64_t key, object value, double idle, double deadline) except -1
     cdef int _grow_slab(self) except -1
     cdef int _advance_clock(self, double now) except -1

@@ -211,11 +211,7 @@ cdef class ConnectionTable:
         self.max_size_ = c.check_max_size(max_size)
         self.min_capacity = capacity_for(c.check_size("capacity", capacity, minimum=0))
         self.wheel.elapsed = 0
-        objects = [None] * self.min_capacity
-        self._reset_storage(self.min_capacity, self.origin)
-        self.objects, objects = objects, self.objects
-        self.version += 1
-        del objects  # values of a table initialised twice go last
+        self._empty(self.origin)  # a table initialised twice drops its values last
 
     def __dealloc__(self):
         self._free_storage()
@@ -521,11 +517,16 @@ cdef class ConnectionTable:
 
     def clear(self):
         """Remove every entry; the values are released after the table is empty."""
+        self._empty(clock_now(&self.clock))
+
+    cdef int _empty(self, double now) except -1:
+        """Empty the table with its clock at ``now``; the old values are released last."""
         objects = [None] * self.min_capacity  # may run the GC: do it before any change
-        self._reset_storage(self.min_capacity, clock_now(&self.clock))
+        self._reset_storage(self.min_capacity, now)
         self.objects, objects = objects, self.objects
         self.version += 1
         del objects
+        return 0
 
     # -- timers ------------------------------------------------------------
     def set_deadline(self, key, when, /):
