@@ -86,34 +86,35 @@ class ConnectionTable:
         return None if self._max_size < 0 else self._max_size
 
     # -- lookup ------------------------------------------------------------
-    def _find(self, key: object) -> _Entry:
-        """Slow path of every lookup: a key that is not a plain int, or absent."""
-        entry = self._entries.get(c.check_key(key))
-        if entry is None:
-            raise KeyError(key)
+    def _probe(self, key: object) -> Optional[_Entry]:
+        """The entry of ``key`` or None; TypeError/OverflowError for a bad key.
+
+        The dict is asked first with the key as given; only a miss or a key
+        that is not a plain int (1.0 and True find the entry of 1) goes
+        through the shared check.
+        """
+        entry = self._entries.get(key)  # type: ignore[call-overload]
+        if entry is None or type(key) is not int:
+            entry = self._entries.get(c.check_key(key))
         return entry
 
     def _lookup(self, key: object) -> _Entry:
-        entry = self._entries.get(key)  # type: ignore[call-overload]
-        if entry is None or type(key) is not int:
-            return self._find(key)
+        entry = self._probe(key)
+        if entry is None:
+            raise KeyError(key)
         return entry
 
     def __len__(self) -> int:
         return len(self._entries)
 
     def __contains__(self, key: object) -> bool:
-        if type(key) is int and key in self._entries:
-            return True
-        return c.check_key(key) in self._entries
+        return self._probe(key) is not None
 
     def __getitem__(self, key: int) -> Any:
         return self._lookup(key).value
 
     def get(self, key: int, default: Any = None, /) -> Any:
-        entry = self._entries.get(key)  # type: ignore[call-overload]
-        if entry is None or type(key) is not int:
-            entry = self._entries.get(c.check_key(key))
+        entry = self._probe(key)
         return default if entry is None else entry.value
 
     def last_activity(self, key: int, /) -> float:
@@ -144,8 +145,8 @@ class ConnectionTable:
     def touch(self, key: int, /) -> None:
         """Record activity on ``key`` at ``now``. KeyError if absent."""
         entry = self._entries.get(key)
-        if entry is None or type(key) is not int:
-            entry = self._find(key)
+        if entry is None or type(key) is not int:  # inlined _lookup: this is the hot path
+            entry = self._lookup(key)
         entry.last = self._now
 
     def touch_many(self, keys: Iterable[int], /) -> int:
