@@ -54,12 +54,12 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, AsyncIterator, Dict, List, Optional, Tuple
+from typing import Any, AsyncIterator, Awaitable, Callable, Dict, List, Optional, Tuple
 
 from e2e_websockets import Counters, echo_handler, plain_server
 from harness import (HOST, Children, Config, ErrorCount, GcWatch, LagProbe, ask, cpu_seconds, exit_status, markdown,
                      median, open_fds, quantile, raise_fd_limit, receive, rss_bytes)
-from wsclients import connect_all, reset, talk
+from wsclients import BATCH, connect_all, reset, talk
 
 VARIANTS = ("conntable", "pytable", "websockets")
 #: How often the parent samples the server's CPU, RSS and descriptors.
@@ -195,9 +195,13 @@ class ClientShare:
         self.random = random.Random(index)
 
     async def open(self, count: int, into: List[Any]) -> None:
-        """Open ``count`` connections into ``into``, a few batches at a time, so that the ramp's keepalive sees them."""
-        for start in range(0, count, 1000):
-            clients, failures = await connect_all(self.uri, min(1000, count - start), **self.options)
+        """Open ``count`` connections into ``into``, one batch at a time, so that the ramp's keepalive sees them.
+
+        Batch by batch: on a busy machine a chunk of 1000 took longer than the idle timeout, and its first
+        connections expired before the keepalive knew them.
+        """
+        for start in range(0, count, BATCH):
+            clients, failures = await connect_all(self.uri, min(BATCH, count - start), **self.options)
             self.failures += len(failures)
             into += clients
             self.everyone += clients
@@ -233,8 +237,9 @@ class ClientShare:
         }
 
 
-async def drive_load(index: int, cfg: LoadConfig, port: int, pipe: Any) -> None:
-    """A client process's side: open, sync, talk and reset on schedule, report, abort everything."""
+async def drive_load(index: int, cfg: LoadConfig, port: int, pipe: Any,
+                     ending: Optional[Callable[[ClientShare, Any], Awaitable[None]]] = None) -> None:
+    """A client process's side: open, sync, talk and reset on schedule, report, (``ending``), abort everything."""
     share = ClientShare(index, cfg, port)
     # Until every process is done opening, nothing may go idle: the timeline starts when all are open.
     keeper = asyncio.ensure_future(keep_alive(share.everyone, cfg.idle_timeout / 3))
@@ -252,6 +257,8 @@ async def drive_load(index: int, cfg: LoadConfig, port: int, pipe: Any) -> None:
     assert await receive(pipe) == "report"
     talker.cancel()
     pipe.send(share.outcome())
+    if ending is not None:
+        await ending(share, pipe)
     assert await receive(pipe) == "stop"
     for client in share.everyone:
         client.transport.abort()
@@ -428,12 +435,14 @@ COLUMNS: Dict[str, Tuple[str, str]] = {
 }
 
 
-def main(argv: Optional[List[str]] = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--connections", type=int, default=15000, help="connections in all (default 15000)")
+def load_arguments(parser: argparse.ArgumentParser, connections: int = 15000, clients: int = 3) -> None:
+    """The options of the load's shape (counts, traffic, timeline); ``load_workers.py`` takes them too."""
+    parser.add_argument("--connections", type=int, default=connections,
+                        help=f"connections in all (default {connections})")
     parser.add_argument("--active-share", type=float, default=0.1, help="share of them that keep sending")
     parser.add_argument("--rate", type=float, default=1.0, help="messages per second per active connection")
-    parser.add_argument("--clients", type=int, default=3, help="client processes (each from its own 127.0.0.x)")
+    parser.add_argument("--clients", type=int, default=clients,
+                        help="client processes (each from its own 127.0.0.x)")
     parser.add_argument("--steady", type=float, default=12.0,
                         help="seconds of talking and reset waves before the idle ones expire")
     parser.add_argument("--waves", type=int, default=3, help="waves of resets during --steady")
@@ -443,20 +452,32 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--ping-interval", type=float, default=20.0,
                         help="both servers' keepalive (must exceed the idle timeout, warmup + steady + 2)")
     parser.add_argument("--compression", action="store_true", help="permessage-deflate on (default off)")
-    parser.add_argument("--variant", action="append", choices=VARIANTS, help="run only these (repeatable)")
     parser.add_argument("--repeat", type=int, default=1, help="rounds, interleaved; the table shows medians")
     parser.add_argument("--plot", metavar="PNG", help="draw lag, CPU and RSS over time (the first round)")
     parser.add_argument("--json", metavar="PATH", help="save every run's raw series (lag, GC, samples)")
-    args = parser.parse_args(argv)
+
+
+def load_config(parser: argparse.ArgumentParser, args: argparse.Namespace, config: type = LoadConfig,
+                **more: Any) -> Any:
+    """The parsed options as a ``LoadConfig`` (or the subclass ``config``, given ``more`` fields); checked."""
     active = round(args.connections * args.active_share)
-    cfg = LoadConfig(idle=args.connections - active, active=active, rate=args.rate, steady=args.steady,
-                     clients=args.clients, waves=args.waves, wave_share=args.wave_share, drain=args.drain,
-                     ping_interval=args.ping_interval, compression=args.compression)
+    cfg = config(idle=args.connections - active, active=active, rate=args.rate, steady=args.steady,
+                 clients=args.clients, waves=args.waves, wave_share=args.wave_share, drain=args.drain,
+                 ping_interval=args.ping_interval, compression=args.compression, **more)
     if cfg.ping_interval <= cfg.idle_timeout:
         parser.error(f"--ping-interval must exceed the idle timeout ({cfg.idle_timeout:g} s): "
                      f"a ping answered resets idleness")
     if not 0 < cfg.clients <= 250:
         parser.error("--clients: 1 to 250 (one source address 127.0.0.x each)")
+    return cfg
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    load_arguments(parser)
+    parser.add_argument("--variant", action="append", choices=VARIANTS, help="run only these (repeatable)")
+    args = parser.parse_args(argv)
+    cfg = load_config(parser, args)
     names = args.variant or list(VARIANTS)
     print(f"{cfg.total} WebSocket connections ({cfg.active} active at {cfg.rate:g} msg/s, {cfg.idle} idle) from "
           f"{cfg.clients} client processes; idle timeout {cfg.idle_timeout:g} s (conntable only), pings every "
