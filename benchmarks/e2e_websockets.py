@@ -89,8 +89,9 @@ def start_server(name: str, cfg: Config, counters: Counters) -> Any:
     return plain_server(handler, counters, **options)
 
 
-def plain_server(handler: Callable[[Any], Any], counters: Counters, **options: Any) -> Any:
-    """``websockets.asyncio.server.serve`` on HOST, counting its keepalive pings in ``counters.pings``."""
+def plain_server(handler: Callable[[Any], Any], counters: Counters, host: Any = HOST, port: Any = 0,
+                 **options: Any) -> Any:
+    """``websockets.asyncio.server.serve`` (on HOST by default), counting its keepalive pings in ``counters.pings``."""
     from websockets.asyncio.server import ServerConnection, serve as plain_serve
 
     class CountingPings(ServerConnection):
@@ -100,7 +101,7 @@ def plain_server(handler: Callable[[Any], Any], counters: Counters, **options: A
             counters.pings += 1
             return await super().ping(data)
 
-    return plain_serve(handler, HOST, 0, create_connection=CountingPings, **options)
+    return plain_serve(handler, host, port, create_connection=CountingPings, **options)
 
 
 def pings_sent(name: str, server: Any, counters: Counters) -> int:

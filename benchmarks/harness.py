@@ -83,7 +83,7 @@ def open_fds(pid: int) -> int:
 # -- child processes ------------------------------------------------------------------
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
     """Have the kernel kill this process if its parent dies, however the parent ends."""
     if sys.platform.startswith("linux"):
         import ctypes
@@ -93,7 +93,7 @@ def _die_with_parent() -> None:
 
 
 def _child_main(target: Callable[..., None], args: Tuple[Any, ...]) -> None:
-    _die_with_parent()
+    die_with_parent()
     target(*args)
 
 

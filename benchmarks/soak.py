@@ -121,9 +121,14 @@ def busy(servers: Dict[str, Any]) -> int:
 
 
 def live_connection_objects() -> int:
-    """Connection records and WebSocket connections still alive (call after gc.collect(): then 0 when all are gone)."""
+    """Connection records and WebSocket connections still alive (call after gc.collect(): then 0 when all are gone).
+
+    WebSocket connections are counted as websockets' class, so plain websockets servers are covered too
+    (conntable's ``ServerConnection`` is a subclass).
+    """
+    from websockets.asyncio.server import ServerConnection
+
     from conntable.aio import Connection
-    from conntable.websockets import ServerConnection
 
     return sum(1 for o in gc.get_objects() if isinstance(o, (Connection, ServerConnection)))
 
