@@ -13,6 +13,7 @@ can tell which worker holds which connection:
 * ``crash-at-start``: ``main`` raises before serving.
 * ``crash-while-serving``: a ``tcp`` worker 1 that exits (code 3) ``--crash-after``
   seconds after it started serving, every time it is started (worker 0 serves on).
+* ``slow-to-return``: a ``tcp`` worker whose ``main`` awaits something else after ``serve_forever``.
 * ``hang-at-stop``: a ``tcp`` worker whose loop blocks once told to stop.
 """
 
@@ -81,6 +82,12 @@ async def crash_while_serving(worker: workers.Worker):
         asyncio.get_running_loop().call_later(CRASH_AFTER, crash)
 
 
+async def slow_to_return(worker: workers.Worker):
+    await tcp(worker)
+    await worker.serve_forever()
+    await asyncio.sleep(3600)  # never returns: the worker must cancel it and call the stop a failure
+
+
 async def hang_at_stop(worker: workers.Worker):
     await tcp(worker)
     await worker.serve_forever()
@@ -88,7 +95,8 @@ async def hang_at_stop(worker: workers.Worker):
 
 
 MAINS = {"tcp": tcp, "ws": ws, "ws-returned": ws_returned, "ws-forever": ws_forever,
-         "crash-at-start": crash_at_start, "crash-while-serving": crash_while_serving, "hang-at-stop": hang_at_stop}
+         "crash-at-start": crash_at_start, "crash-while-serving": crash_while_serving,
+         "slow-to-return": slow_to_return, "hang-at-stop": hang_at_stop}
 #: For crash-while-serving: spawned workers import this module, so the setting travels in the environment.
 CRASH_AFTER = float(os.environ.get("APP_CRASH_AFTER", "0.05"))
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import signal
 
+import pytest
 from workers_support import ServerProcess, TcpClient
 
 from conntable.testing import LeakCheck
@@ -67,12 +68,18 @@ def test_a_worker_that_cannot_start_stops_the_server():
         assert "did not shut down gracefully" in log
 
 
-def test_a_worker_that_will_not_stop_is_killed_and_the_exit_status_says_so():
-    with LeakCheck(), ServerProcess("hang-at-stop", "--workers", "2", "--kill-timeout", "2") as server:
+@pytest.mark.parametrize("kind, option, failure", [
+    ("hang-at-stop", ["--kill-timeout", "2"],  # its loop blocks: the parent kills it at its deadline
+     "worker {index} (pid {pid}) was still running 2 s after the stop: killed"),
+    ("slow-to-return", ["--grace", "1"],  # main awaits on after serve_forever: cancelled after its grace (2 s)
+     "worker {index} (pid {pid}): main did not return within 2 s of the shutdown: cancelled"),
+], ids=["loop-blocked", "main-overruns"])
+def test_a_worker_that_does_not_stop_in_time_makes_the_exit_status_1(kind, option, failure):
+    with LeakCheck(), ServerProcess(kind, "--workers", "2", *option) as server:
         server.started()
         assert server.stop(signal.SIGTERM) == 1
         log = server.log()
         for index, pid in enumerate(server.pids):
-            assert f"worker {index} (pid {pid}) was still running 2 s after the stop: killed" in log, log
+            assert failure.format(index=index, pid=pid) in log, log
         assert "2 of 2 workers did not shut down gracefully" in log
         assert server.workers_gone()

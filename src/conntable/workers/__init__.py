@@ -43,12 +43,14 @@ How it is shaped, and why:
   worker, which calls ``manager.shutdown(grace)`` (stop accepting, ask every
   connection to close, 1001 on WebSockets, abort what is left after
   ``grace``); :meth:`Worker.serve_forever` then returns, ``main`` gets
-  ``close_timeout`` to return (then it is cancelled: a ``main`` awaiting
-  websockets' own ``serve_forever`` ends that way), and the servers it
-  returned are closed. The parent returns 0 when every worker did all of
-  that cleanly; else 1, logging which did not and why. A worker still
-  running ``kill_timeout`` seconds after the signal (default ``grace + 6 *
-  close_timeout + 5``) is killed and counted as a failure. SIGTERM or
+  ``grace`` again (at least ``close_timeout``) to return, time for servers
+  the manager does not hold to close their own connections (a ``main`` that
+  never called it, one awaiting websockets' own ``serve_forever`` say, is
+  cancelled at once instead), and the servers it returned are closed. The
+  parent returns 0 when every worker did all of that cleanly; else 1,
+  logging which did not and why. A worker still running ``kill_timeout``
+  seconds after the signal (default ``2 * grace + 6 * close_timeout + 5``,
+  the sum of those bounds) is killed and counted as a failure. SIGTERM or
   SIGINT to one worker only recycles it: it stops gracefully and is
   restarted. Each worker's shutdown line says how many sockets it had open
   before serving and after its shutdown (the listening one aside): a
@@ -82,8 +84,13 @@ Logging goes to the ``conntable.workers`` logger; if the program configured
 none, ``run`` prints INFO and above to stderr. POSIX only.
 """
 
-from ._metrics import GAUGE_MODES
-from ._supervisor import run, split_limit
-from ._worker import Worker
+import sys
+
+if sys.platform == "win32":  # the stop is a forwarded SIGTERM, the summary a SIGUSR1
+    raise ImportError("conntable.workers needs POSIX signals (Linux, macOS, the BSDs)")
+
+from ._metrics import GAUGE_MODES  # noqa: E402
+from ._supervisor import run, split_limit  # noqa: E402
+from ._worker import Worker  # noqa: E402
 
 __all__ = ("run", "Worker", "split_limit", "GAUGE_MODES")

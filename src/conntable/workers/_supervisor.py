@@ -238,6 +238,9 @@ class _Supervisor:
                                    name=f"conntable-worker-{slot.index}")
         try:
             process.start()
+        except BaseException:
+            ours.close()
+            raise
         finally:
             theirs.close()
         slot.process, slot.pipe, slot.pid = process, ours, process.pid
@@ -502,7 +505,7 @@ def run(
     close_timeout = probe.close_timeout
     grace = _check_grace(grace)
     if kill_timeout is None:
-        kill_timeout = math.inf if grace == math.inf else grace + 6 * close_timeout + 5.0
+        kill_timeout = math.inf if grace == math.inf else 2 * grace + 6 * close_timeout + 5.0
     else:
         kill_timeout = check_timeout("kill_timeout", kill_timeout)
     metrics = None

@@ -17,10 +17,12 @@ Life of a worker (the parent starts it with multiprocessing's ``spawn``):
    fails: ``manager.shutdown(grace)``, the one bounded grace, stops every
    server registered with the manager and closes every connection (1001 on
    WebSockets). Then :meth:`Worker.serve_forever` returns and ``main`` gets
-   ``close_timeout`` to finish; a ``main`` that never called it (one that
-   awaits websockets' own ``serve_forever``, say) is cancelled at once
-   instead, and gets as long to end. The servers ``main`` returned are
-   closed. The exit code is 0 only if all of that ended cleanly.
+   ``grace`` (at least ``close_timeout``) to finish, time for servers the
+   manager does not hold to close their own connections; a ``main`` that
+   never called it (one that awaits websockets' own ``serve_forever``, say)
+   is cancelled at once instead, and gets ``close_timeout`` to end. The
+   servers ``main`` returned are closed. The exit code is 0 only if all of
+   that ended cleanly.
 """
 
 from __future__ import annotations
@@ -302,7 +304,8 @@ class _WorkerRun:
         self.summary = await manager.shutdown(spec.grace)
         self.stopped.set()  # serve_forever returns
         if not main_task.done() and worker._serving_forever:
-            await asyncio.wait([main_task], timeout=bound)
+            # Servers the manager does not hold (plain websockets, say) close their connections now: a grace too.
+            await asyncio.wait([main_task], timeout=max(spec.grace, bound))
         cancelled_here = False
         if not main_task.done():  # it awaits something else than serve_forever (websockets' own, say)
             main_task.cancel()
@@ -313,7 +316,11 @@ class _WorkerRun:
             logger.error("worker %d (pid %d): main ignored its cancellation", spec.index, os.getpid())
             ok = False
         elif main_task.cancelled():
-            ok = ok and cancelled_here
+            # Cancelling is the way out for a main that never called serve_forever; one that did overran its grace.
+            ok = ok and cancelled_here and not worker._serving_forever
+            if worker._serving_forever:
+                logger.error("worker %d (pid %d): main did not return within %g s of the shutdown: cancelled",
+                             spec.index, os.getpid(), max(spec.grace, bound))
         elif main_task.exception() is not None:
             logger.error("worker %d (pid %d): main failed", spec.index, os.getpid(),
                          exc_info=main_task.exception())
