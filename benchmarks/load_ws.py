@@ -297,6 +297,48 @@ class Sampler:
         self._thread.join(5)
 
 
+@dataclass
+class Timeline:
+    """The client side of a run: their pipes, when the ramp began, t = 0, and each process's outcome."""
+
+    pipes: List[Any]
+    ramp_from: float
+    start: float
+    outcomes: List[Dict[str, int]]
+
+    def totals(self) -> Dict[str, int]:
+        return {key: sum(o[key] for o in self.outcomes) for key in self.outcomes[0]}
+
+
+def run_timeline(children: Children, cfg: LoadConfig, client_target: Callable[..., None], port: int,
+                 server_alive: Callable[[], bool] = lambda: True) -> Timeline:
+    """Start the client processes, wait until all are open, run the timeline, collect their outcomes.
+
+    ``client_target(index, cfg, port, pipe)`` runs ``drive_load``. A child that dies (or a server for
+    which ``server_alive`` says so) ends the run early.
+    """
+    ramp_from = time.monotonic()
+    pipes = []
+    for index in range(cfg.clients):
+        pipe, end = children.pipe()
+        children.start(client_target, index, cfg, port, end, name=f"clients-{index}")
+        pipes.append(pipe)
+    for pipe in pipes:  # bounded generously: a busy 2-core machine opens a few hundred a second
+        assert ask(pipe, 60 + cfg.total / 50, "a client process") == "open"
+    start = time.monotonic() + 0.2
+    for pipe in pipes:
+        pipe.send(start)
+    while time.monotonic() < start + cfg.hold:
+        time.sleep(0.2)
+        if not server_alive() or not all(process.is_alive() for process in children.processes):
+            raise RuntimeError("the server or a client process died during the run")
+    outcomes = []
+    for pipe in pipes:
+        pipe.send("report")
+        outcomes.append(ask(pipe, 60, "a client process"))
+    return Timeline(pipes, ramp_from, start, outcomes)
+
+
 def measure(variant: str, cfg: LoadConfig) -> Dict[str, Any]:
     """One run of one variant: the server, the clients, the timeline; the raw series and the outcomes."""
     with Children(grace=30) as children:
@@ -306,36 +348,16 @@ def measure(variant: str, cfg: LoadConfig) -> Dict[str, Any]:
         baseline_fds = open_fds(server.pid)  # listening, before any connection
         sampler = Sampler(server.pid)
         try:
-            ramp_from = time.monotonic()
-            pipes = []
-            for index in range(cfg.clients):
-                pipe, end = children.pipe()
-                children.start(client_main, index, cfg, port, end, name=f"clients-{index}")
-                pipes.append(pipe)
-            for pipe in pipes:  # bounded generously: a busy 2-core machine opens a few hundred a second
-                assert ask(pipe, 60 + cfg.total / 50, "a client process") == "open"
-            start = time.monotonic() + 0.2
-            for pipe in pipes:
-                pipe.send(start)
-            while time.monotonic() < start + cfg.hold:  # children that die end the run early
-                time.sleep(0.2)
-                if not all(process.is_alive() for process in children.processes):
-                    raise RuntimeError(f"a child process died during the {variant} run")
-            outcomes = []
-            for pipe in pipes:
-                pipe.send("report")
-                outcomes.append(ask(pipe, 60, "a client process"))
+            timeline = run_timeline(children, cfg, client_main, port)
             server_pipe.send("report")
             report = ask(server_pipe, 60, "the server")
         finally:
             sampler.stop()
-        for pipe in pipes:
+        for pipe in timeline.pipes:
             pipe.send("stop")
         server_pipe.send("stop")
-    clients = {key: sum(o[key] for o in outcomes) for key in outcomes[0]}
-    return {"variant": variant, "ramp_from": ramp_from, "start": start, "samples": sampler.samples,
-            "baseline_fds": baseline_fds,
-            **report, **clients}
+    return {"variant": variant, "ramp_from": timeline.ramp_from, "start": timeline.start, "samples": sampler.samples,
+            "baseline_fds": baseline_fds, **report, **timeline.totals()}
 
 
 def summarize(run: Dict[str, Any], cfg: LoadConfig) -> Dict[str, Any]:

@@ -84,8 +84,8 @@ async def main(args: argparse.Namespace) -> None:
           f"{summary.rejected} refused", flush=True)
 
 
-def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The room's options (``chat_workers.py`` takes them too)."""
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8765, help="0: any free port (printed)")
     parser.add_argument("--loop", choices=("uvloop", "asyncio"), default="uvloop")
@@ -98,6 +98,11 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--close-timeout", type=float, default=5.0)
     parser.add_argument("--stats-every", type=float, default=10.0, help="seconds between stats lines")
     parser.add_argument("--verbose", action="store_true", help="log every message")
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(parser)
     return parser.parse_args()
 
 

@@ -2,7 +2,7 @@
 
     python examples/chat_workers.py --workers 4 --port 8765
     python -m websockets ws://127.0.0.1:8765      # in two or more other terminals: type lines
-    kill -USR1 <the parent's pid>                 # one stats line per worker
+    kill -USR1 <the parent's pid>                 # one stats line per worker (also every --stats-every s)
 
 What it shows: ``conntable.workers.run`` starting N workers on one port
 (SO_REUSEPORT on Linux), each running ``chat_server``'s room with
@@ -31,7 +31,7 @@ import sys
 import tempfile
 from typing import Callable, Optional
 
-from chat_server import ChatRoom
+from chat_server import ChatRoom, add_arguments
 
 from conntable import workers
 from conntable.websockets import serve
@@ -119,23 +119,11 @@ async def serve_chat(args: argparse.Namespace, worker: workers.Worker) -> None:
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(parser)  # chat_server's; --max-connections is for the whole server, --stats-every for all workers
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
                         help="worker processes (default: one per CPU)")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8765, help="0: any free port (logged)")
-    parser.add_argument("--loop", choices=("uvloop", "asyncio"), default="uvloop")
-    parser.add_argument("--idle-timeout", type=float, default=300.0,
-                        help="close a connection whose peer sent nothing, not even a pong, for this long")
-    parser.add_argument("--ping-interval", type=float, default=20.0)
-    parser.add_argument("--ping-timeout", type=float, default=20.0)
-    parser.add_argument("--max-connections", type=int, default=None,
-                        help="for the whole server, split over the workers; beyond it HTTP 503 "
-                             "(default: each worker's from its file-descriptor limit)")
-    parser.add_argument("--close-timeout", type=float, default=5.0,
-                        help="the shutdown's grace, and how long a closing handshake may take")
     parser.add_argument("--metrics-port", type=int, default=None,
                         help="serve every worker's metrics on 127.0.0.1:PORT/metrics (prometheus extra)")
-    parser.add_argument("--verbose", action="store_true", help="log every message")
     return parser.parse_args()
 
 
@@ -147,7 +135,7 @@ def main() -> int:
             functools.partial(serve_chat, args), workers=args.workers, host=args.host, port=args.port,
             max_connections=args.max_connections, grace=args.close_timeout, loop=args.loop,
             manager_options={"idle_timeout": args.idle_timeout, "close_timeout": args.close_timeout},
-            metrics_port=args.metrics_port,
+            metrics_port=args.metrics_port, stats_interval=args.stats_every,
         )
 
 
