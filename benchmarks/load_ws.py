@@ -59,7 +59,7 @@ from typing import Any, AsyncIterator, Awaitable, Callable, Dict, List, Optional
 from e2e_websockets import Counters, echo_handler, plain_server
 from harness import (HOST, Children, Config, ErrorCount, GcWatch, LagProbe, ask, cpu_seconds, exit_status, markdown,
                      median, open_fds, quantile, raise_fd_limit, receive, rss_bytes)
-from wsclients import BATCH, connect_all, reset, talk
+from wsclients import connect_all, reset, talk
 
 VARIANTS = ("conntable", "pytable", "websockets")
 #: How often the parent samples the server's CPU, RSS and descriptors.
@@ -195,20 +195,25 @@ class ClientShare:
         self.random = random.Random(index)
 
     async def open(self, count: int, into: List[Any]) -> None:
-        """Open ``count`` connections into ``into``, one batch at a time, so that the ramp's keepalive sees them.
+        """Open ``count`` connections into ``into``; each joins the ramp's keepalive the moment it is open.
 
-        Batch by batch: on a busy machine a chunk of 1000 took longer than the idle timeout, and its first
-        connections expired before the keepalive knew them.
+        On a busy machine, connections that joined only when their chunk of 1000 was done, or their batch
+        of 200, expired before the keepalive knew them.
         """
-        for start in range(0, count, BATCH):
-            clients, failures = await connect_all(self.uri, min(BATCH, count - start), **self.options)
-            self.failures += len(failures)
-            into += clients
-            self.everyone += clients
+        clients, failures = await connect_all(self.uri, count, opened=self.everyone, **self.options)
+        self.failures += len(failures)
+        into += clients
 
 
     async def wave(self) -> None:
         """Reset a share of the idle connections, and a share of the active ones, which are replaced."""
+        from websockets.protocol import State
+
+        gone = [client for client in self.idle + self.active if client.protocol.state is not State.OPEN]
+        if gone:  # nothing may have closed them yet: say so, rather than fail to reset a closed socket
+            reasons = sorted({f"{client.close_code} {client.close_reason!r}" for client in gone})
+            raise RuntimeError(f"{len(gone)} connections were closed before a reset wave (by the server: "
+                               f"{', '.join(reasons)}); the ramp's keepalive did not reach them in time?")
         share = self.cfg.wave_share
         for client in self.random.sample(self.idle, round(share * len(self.idle))):
             self.idle.remove(client)

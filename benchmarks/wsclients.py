@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import struct
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 #: Connections opened concurrently: enough to keep the server busy, few enough not to overflow its backlog.
 BATCH = 200
@@ -19,9 +19,12 @@ MESSAGE = "m" * 64
 SLICES = 10
 
 
-async def connect_all(uri: str, count: int, **options: Any) -> Tuple[List[Any], List[BaseException]]:
+async def connect_all(uri: str, count: int, opened: Optional[List[Any]] = None,
+                      **options: Any) -> Tuple[List[Any], List[BaseException]]:
     """Open ``count`` connections, ``BATCH`` at a time; return the clients and the failures.
 
+    ``opened``, if given, gets each client the moment it is open, before its
+    batch is done (one slow handshake can hold a batch up for seconds).
     ``options`` go to ``websockets.asyncio.client.connect`` (and from there
     to ``loop.create_connection``, e.g. ``local_addr``).
     """
@@ -30,9 +33,15 @@ async def connect_all(uri: str, count: int, **options: Any) -> Tuple[List[Any], 
     options = {"ping_interval": None, "open_timeout": 60, **options}
     clients: List[Any] = []
     failures: List[BaseException] = []
+
+    async def one() -> Any:
+        client = await connect(uri, **options)
+        if opened is not None:
+            opened.append(client)
+        return client
+
     for start in range(0, count, BATCH):
-        batch = await asyncio.gather(*(connect(uri, **options) for _ in range(min(BATCH, count - start))),
-                                     return_exceptions=True)
+        batch = await asyncio.gather(*(one() for _ in range(min(BATCH, count - start))), return_exceptions=True)
         for outcome in batch:
             if isinstance(outcome, BaseException):
                 failures.append(outcome)
