@@ -49,6 +49,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import math
 import random
 import sys
 import threading
@@ -172,10 +173,26 @@ async def ping_all(clients: List[Any]) -> None:
 
 
 async def keep_alive(clients: List[Any], period: float) -> None:
-    """During the ramp: ping everything opened so far every ``period`` seconds (until cancelled)."""
+    """During the ramp: ping each connection soon after it opens, then every ``period`` seconds (until cancelled).
+
+    It wakes five times a period and pings only what is due. Pinging everything once a period left a
+    connection that opened just after a round unpinged for a period plus a round, and on a busy machine a
+    round took seconds: the server's idle timeout closed some before their first ping.
+    """
+    from websockets.exceptions import ConnectionClosed
+    from websockets.protocol import State
+
+    pinged: Dict[Any, float] = {}  # keyed by the client itself
     while True:
-        await asyncio.sleep(period)
-        await ping_all(clients)
+        await asyncio.sleep(period / 5)
+        due = time.monotonic() - period
+        for client in list(clients):
+            if pinged.get(client, -math.inf) <= due and client.protocol.state is State.OPEN:
+                try:
+                    await client.ping()
+                except ConnectionClosed:
+                    pass
+                pinged[client] = time.monotonic()
 
 
 class ClientShare:
