@@ -334,8 +334,8 @@ def worker_checks(run: Dict[str, Any]) -> Tuple[List[str], List[str]]:
     clients, ending, log = run["clients"], run["ending"], run["server_log"]
     if " died " in log:
         during.append("a worker died (see the server log)")
-    for worker in run["workers"]:
-        name = worker["variant"]
+    for index, worker in enumerate(run["workers"]):
+        name = f"worker {index}"
         if worker["fds_at_end"] != worker["baseline_fds"] + worker["held"]:
             during.append(f"{name}: {worker['fds_at_end']} descriptors at the end, expected its baseline "
                           f"{worker['baseline_fds']} plus the {worker['held']} connections it holds")
@@ -352,11 +352,11 @@ def worker_checks(run: Dict[str, Any]) -> Tuple[List[str], List[str]]:
             if before != after.split()[0]:
                 stop.append(f"sockets not back to where they were: {line}")
     finals = [worker for worker in run["workers"] if "objects_alive" in worker]
-    for worker in run["workers"]:
+    for index, worker in enumerate(run["workers"]):
         if "objects_alive" not in worker:
-            stop.append(f"{worker['variant']}: no final report (its main did not finish after SIGTERM)")
+            stop.append(f"worker {index}: no final report (its main did not finish after SIGTERM)")
         elif worker["objects_alive"]:
-            stop.append(f"{worker['variant']}: {worker['objects_alive']} connection objects alive after the shutdown")
+            stop.append(f"worker {index}: {worker['objects_alive']} connection objects alive after the shutdown")
     if len(finals) == len(run["workers"]):  # every close counted
         resets = clients["idle_reset"] + ending["reset_active"]
         if variant == "conntable":
