@@ -72,7 +72,7 @@ def test_del_of_a_value_may_mutate_the_table(Table: type, removal: str) -> None:
 
 
 def test_expired_values_are_released_after_the_table_is_consistent(Table: type) -> None:
-    t = Table(1.0, resolution=0.1)
+    t = Table(1.0, resolution=0.1, now=0.0)
     for k in range(0, 200, 2):
         t[k] = CallsBack(t, k, churn)
         t[k + 1] = None
@@ -134,7 +134,7 @@ def test_sizeof_counts_the_storage(Table: type) -> None:
 
 def test_grow_to_a_million_and_shrink_back(Table: type) -> None:
     n = 1_000_000
-    t = Table(10.0, resolution=1.0)
+    t = Table(10.0, resolution=1.0, now=0.0)
     empty = sys.getsizeof(t)
     for k in range(n):
         t[k] = None
@@ -174,7 +174,7 @@ def test_capacity_presizes_and_is_kept(Table: type) -> None:
 
 
 def test_entries_survive_compaction_with_their_timers(Table: type) -> None:
-    t = Table(100.0, resolution=1.0)
+    t = Table(100.0, resolution=1.0, now=0.0)
     for k in range(4096):
         t.add(k, ("v", k), deadline=float(k % 50) + 0.5 if k % 3 == 0 else None)
     for k in range(4096):

@@ -36,7 +36,8 @@ cdef inline uint32_t clock_epoch(const Clock *c) noexcept nogil:
 
 cdef inline int clock_reserve(Clock *c, uint32_t capacity) noexcept nogil:
     """Room for ``capacity`` epochs; -1 when out of memory (unchanged)."""
-    cdef double *times = <double *>big_resize(c.times, c.count * sizeof(double), capacity * sizeof(double))
+    cdef double *times = <double *>big_resize(
+        c.times, c.capacity * sizeof(double), c.count * sizeof(double), capacity * sizeof(double))
     if times == NULL:
         return -1
     c.times = times

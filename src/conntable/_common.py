@@ -10,7 +10,11 @@ raise.
 
 from __future__ import annotations
 
+import copy
 import math
+import operator
+import time
+from collections.abc import Mapping
 from typing import Any, NamedTuple, Optional
 
 __all__ = ("Expired", "TableFull", "MAX_KEY")
@@ -51,18 +55,24 @@ class TableFull(Exception):
 
 
 def check_key(key: object) -> int:
-    """Return ``key`` as an int in range, or raise the error that says why not."""
-    if isinstance(key, bool) or not hasattr(type(key), "__index__"):
-        raise TypeError(
-            f"connection table keys are ints, not {type(key).__name__}"
-        )
-    value = key.__index__()  # type: ignore[attr-defined]
-    if not 0 <= value <= MAX_KEY:
-        raise OverflowError(f"connection table key {value} is outside [0, 2**63)")
-    return value
+    """Return ``key`` as an exact int in range, or raise the error that says why not.
+
+    ``operator.index`` semantics: an int subclass becomes an exact int without
+    any of its methods being called, an ``__index__`` that returns a non-int
+    is a TypeError. No dict ever sees the key before this.
+    """
+    if type(key) is not int:
+        if type(key) is bool or not hasattr(type(key), "__index__"):
+            raise TypeError(f"connection table keys are ints, not {type(key).__name__}")
+        key = operator.index(key)
+    if not 0 <= key <= MAX_KEY:  # type: ignore[operator]
+        raise OverflowError(f"connection table key {key} is outside [0, 2**63)")
+    return key  # type: ignore[return-value]
 
 
 def _as_float(name: str, value: object) -> float:
+    if type(value) is float:
+        return value  # type: ignore[return-value]
     if isinstance(value, (str, bytes, bytearray)) or not (
         hasattr(type(value), "__float__") or hasattr(type(value), "__index__")
     ):
@@ -78,10 +88,21 @@ def check_timeout(name: str, value: object) -> float:
     return seconds
 
 
+#: The finest resolution a table accepts. Ticks are counted below MAX_TICK
+#: (2**62), so at this floor a table's clock spans 2**62 microseconds, about
+#: 146,000 years, after its start: no uptime reaches the end of tick space.
+MIN_RESOLUTION = 1e-6
+
+
 def check_resolution(value: object) -> float:
     seconds = _as_float("resolution", value)
     if not 0.0 < seconds < math.inf:
         raise ValueError(f"resolution must be a positive finite number of seconds, got {seconds!r}")
+    if seconds < MIN_RESOLUTION:
+        raise ValueError(
+            f"resolution must be at least 1e-06 seconds (a table counts at most 2**62 ticks: "
+            f"about 146,000 years at 1e-06), got {seconds!r}"
+        )
     return seconds
 
 
@@ -95,35 +116,54 @@ def check_deadline(value: object) -> float:
     return when
 
 
-def check_start(value: object) -> float:
-    now = _as_float("now", value)
+def check_time(name: str, value: object) -> float:
+    """A finite time, as a float."""
+    now = _as_float(name, value)
     if not math.isfinite(now):
-        raise ValueError(f"now must be a finite time, got {now!r}")
+        raise ValueError(f"{name} must be a finite time, got {now!r}")
     return now
 
 
-def check_now(value: object, current: float) -> float:
-    """A new current time: finite and not earlier than the table's."""
-    now = check_start(value)
+def check_start(value: object) -> float:
+    """The constructor's ``now``: ``None`` reads ``time.monotonic()`` (asyncio's clock) once."""
+    return time.monotonic() if value is None else check_time("now", value)
+
+
+def time_in_range(now: float, current: float, origin: float, resolution: float) -> bool:
+    """Whether the clock may move to ``now``: not back, and not past the end of the table's ticks."""
+    return current <= now and (now - origin) / resolution < MAX_TICK
+
+
+def refuse_time(now: float, current: float, origin: float, resolution: float) -> None:
+    """Raise the ValueError for a ``now`` that ``time_in_range`` refused."""
     if now < current:
         raise ValueError(f"now={now!r} is earlier than the table's current time {current!r}")
-    return now
+    raise ValueError(
+        f"now={now!r} is past the end of the table's time: its clock counts at most 2**62 ticks "
+        f"of resolution={resolution!r} after its start at {origin!r}"
+    )
+
+
+def _exact_int(name: str, value: object) -> int:
+    if type(value) is bool or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, not {type(value).__name__}")
+    return operator.index(value)  # an int subclass becomes a plain int; none of its methods run
 
 
 def check_limit(limit: object) -> int:
     """``None`` (no cap) is returned as -1; a cap above any possible size as MAX_CAPACITY."""
     if limit is None:
         return -1
-    if isinstance(limit, bool) or not isinstance(limit, int):
+    if type(limit) is bool or not isinstance(limit, int):
         raise TypeError(f"limit must be an int or None, not {type(limit).__name__}")
+    limit = operator.index(limit)
     if limit < 0:
         raise ValueError(f"limit must not be negative, got {limit}")
     return min(limit, MAX_CAPACITY)
 
 
 def check_size(name: str, value: object, *, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, not {type(value).__name__}")
+    value = _exact_int(name, value)
     if value < minimum or value > MAX_CAPACITY:
         raise ValueError(f"{name} must be between {minimum} and 2**30, got {value}")
     return value
@@ -141,9 +181,78 @@ def ceil_tick(when: float, origin: float, resolution: float) -> int:
 
 
 def floor_tick(now: float, origin: float, resolution: float) -> int:
-    """The last tick at or before ``now`` (give or take TICK_SLACK)."""
+    """The last tick at or before ``now`` (give or take TICK_SLACK): what ``expire(now)`` reaches."""
     ticks = (now - origin) / resolution + TICK_SLACK
     return MAX_TICK if ticks >= MAX_TICK else math.floor(ticks)
+
+
+#: ``wake_time`` gives up rounding after this many steps (it needs one or two).
+_WAKE_STEPS = 64
+
+
+def next_expiry(now: float, earliest: int, origin: float, resolution: float) -> Optional[float]:
+    """``next_expiry()`` once nothing is pending, the earliest armed tick being ``earliest``.
+
+    ``now`` when ``expire(now)`` would already reach that tick (a call cut
+    short by ``limit``, or one that only moved the clock); None when the tick
+    is the last of the table's time (a due time past its end never comes);
+    else the first float time whose tick reaches it, so that ``expire`` at
+    the returned time always takes the slot: a loop sleeping until
+    ``next_expiry()`` never spins, whatever the rounding. The compiled table
+    does the same arithmetic in C, so both return the same float.
+    """
+    if earliest >= MAX_TICK:
+        return None
+    if earliest <= floor_tick(now, origin, resolution):
+        return now
+    when = origin + earliest * resolution
+    for _ in range(_WAKE_STEPS):
+        if floor_tick(when, origin, resolution) >= earliest:
+            break
+        when = math.nextafter(when, math.inf)
+    return when
+
+
+def update_items(other: Any, kwds: dict) -> list:
+    """The ``(key, value)`` pairs ``MutableMapping.update(other, **kwds)`` would store, in its order.
+
+    Both tables collect them all (running ``other``'s code) before changing
+    anything, then store them all or none.
+    """
+    if isinstance(other, Mapping):
+        items = [(key, other[key]) for key in other]
+    elif hasattr(other, "keys"):
+        items = [(key, other[key]) for key in other.keys()]
+    else:
+        items = [(key, value) for key, value in other]
+    items.extend(kwds.items())
+    return items
+
+
+POPITEM_EMPTY = "popitem(): the connection table is empty"
+
+
+def refuse_pickle(table: Any) -> Any:
+    raise TypeError(
+        "cannot pickle 'ConnectionTable' object: its times are on this process's clock and its "
+        "values are live connections (copy() and copy.deepcopy() copy a table within the process)"
+    )
+
+
+def deepcopy_table(table: Any, memo: dict) -> Any:
+    """``copy.deepcopy(table)``: a copy (same timers, clock and wheel), each value deep-copied.
+
+    Shared by both implementations, through their public API only: a value's
+    ``__deepcopy__`` sees (through ``memo``) the copy, never a half-built one.
+    """
+    clone = table.copy()
+    memo[id(table)] = clone
+    for key in list(clone):
+        if key in clone:
+            value = copy.deepcopy(clone[key], memo)
+            if key in clone:  # the copy above ran Python code: the entry may be gone
+                clone[key] = value
+    return clone
 
 
 def table_repr(table: Any) -> str:

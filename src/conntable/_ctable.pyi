@@ -1,19 +1,23 @@
 from collections.abc import ItemsView, Iterable, Iterator, KeysView, MutableMapping, ValuesView
-from typing import Any, Optional, TypeVar
+from typing import Any, NoReturn, Optional, SupportsIndex, TypeVar, final
 
 from ._common import Expired
 
 _T = TypeVar("_T")
 
+@final
 class ConnectionTable(MutableMapping[int, Any]):
-    """Connection id -> value, with last activity, idle timeout and deadline per entry."""
+    """Connection id -> value, with last activity, idle timeout and deadline per entry.
+
+    ``now=None`` starts the clock at ``time.monotonic()``, read once at construction.
+    """
 
     def __init__(
         self,
         idle_timeout: float = 60.0,
         *,
         resolution: float = 0.1,
-        now: float = 0.0,
+        now: Optional[float] = None,
         max_size: Optional[int] = None,
         capacity: int = 0,
     ) -> None: ...
@@ -53,3 +57,9 @@ class ConnectionTable(MutableMapping[int, Any]):
     def due(self, key: int, /) -> float: ...
     def expire(self, now: float, limit: Optional[int] = None) -> list[Expired]: ...
     def next_expiry(self) -> Optional[float]: ...
+    def copy(self) -> ConnectionTable: ...
+    def __copy__(self) -> ConnectionTable: ...
+    def __deepcopy__(self, memo: dict[int, Any], /) -> ConnectionTable: ...
+    def __reduce_ex__(self, protocol: SupportsIndex, /) -> NoReturn: ...  # TypeError: not picklable
+    def __reduce__(self) -> NoReturn: ...
+    __reversed__: None  # reversed(t) is a TypeError

@@ -6,25 +6,41 @@ Four structures, each in its own ``.pxd`` with its invariant:
 * ``_index``: open addressing over 16-byte slots (key, activity epoch, slab
   index). ``touch`` is a probe and a 4-byte store in one cache line.
 * ``_slab``: the cold fields (idle timeout, deadline, back-pointer to the
-  slot) at stable indices.
+  slot) and the values, at stable indices.
 * ``_wheel``: the hierarchical timer wheel over 32-bit intrusive links.
 * ``_clock``: the table's clock as a list of epochs.
 
-Values live in a Python list indexed like the slab, so the garbage collector
-sees them through Cython's generated ``tp_traverse``. The large arrays are on
+The values are owned references in a C array, reachable from Python only
+through the public methods; the tp_traverse and tp_clear installed at import
+show them to the garbage collector (no list or other container of the table
+can be reached, resized or cleared behind its back). The large arrays are on
 transparent huge pages (``_memory``).
 
-Re-entrancy rule: a value is only ever released (its ``__del__`` may run and
-call back into the table) after the table is consistent again, and nothing
-between the first and last change of a mutation allocates a GC-tracked
-object, because on CPython 3.11 such an allocation may run a collection.
+Rules that keep every call safe, whatever Python code runs around it (a
+key's ``__index__``, an argument's ``__float__``, another thread at a GIL
+switch, a value's ``__del__`` run by the garbage collector):
+
+* Convert, then locate, then mutate. Every argument is converted and checked
+  before the table is looked at; from the lookup to the end of the mutation
+  no Python code runs, so nothing found can move under the write.
+* Nothing between the first and last change of a mutation allocates a
+  GC-tracked object (on CPython 3.11 such an allocation may run a
+  collection, hence any ``__del__``). ``expire``, which must build its
+  result while entries are half taken out, pauses the collector for that
+  stretch instead; it runs no Python code there either.
+* A value is only released (its ``__del__`` may run and call back into the
+  table) once the table is consistent again.
+* All or nothing under MemoryError: each operation allocates everything it
+  may need before its first change, or undoes what it did. ``expire`` may
+  have moved the clock when it raises; it never removes an entry then.
 """
 
 cimport cython
 from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
-from cpython.ref cimport Py_DECREF, Py_INCREF, PyObject, PyTypeObject
-from libc.math cimport INFINITY, ceil, floor, nextafter
+from cpython.ref cimport Py_DECREF, Py_INCREF, Py_XDECREF, Py_XINCREF, PyObject, PyTypeObject
+from libc.math cimport INFINITY, ceil, floor, isfinite, nextafter
 from libc.stdint cimport int64_t, uint32_t, uint64_t
+from libc.string cimport memcpy
 
 from conntable._clock cimport Clock, clock_epoch, clock_now, clock_reserve
 from conntable._index cimport (
@@ -41,7 +57,7 @@ from conntable._index cimport (
     index_remove_at,
     index_size_for,
 )
-from conntable._memory cimport big_alloc, big_free, big_resize
+from conntable._memory cimport big_alloc, big_calloc, big_free
 from conntable._slab cimport (
     NIL,
     Slab,
@@ -61,7 +77,6 @@ from conntable._wheel cimport (
     wheel_next_slot,
     wheel_pop_pending,
     wheel_reset,
-    wheel_resize,
     wheel_take,
     wheel_unlink,
 )
@@ -76,13 +91,31 @@ cdef extern from "Python.h":
     double PyFloat_AS_DOUBLE(object o)
     # Errors are checked by the caller (the result is > MAX_KEY).
     unsigned long long long_as_u64 "PyLong_AsUnsignedLongLong"(object o) noexcept
+    PyObject *long_from_u64 "PyLong_FromUnsignedLongLong"(unsigned long long v) noexcept
     void PyErr_Clear() noexcept
-    int PyList_Append(object lst, object item) except -1
-    int PyList_SetSlice(object lst, Py_ssize_t low, Py_ssize_t high, PyObject *items) noexcept
-    Py_ssize_t PyList_GET_SIZE(object lst)
-    PyObject *list_item "PyList_GET_ITEM"(object lst, Py_ssize_t i)
-    PyObject **list_items "PySequence_Fast_ITEMS"(object lst)
-    void list_set_raw "PyList_SET_ITEM"(object lst, Py_ssize_t i, PyObject *item)
+    PyObject *list_new "PyList_New"(Py_ssize_t n) noexcept
+    void list_set_raw "PyList_SET_ITEM"(PyObject *lst, Py_ssize_t i, PyObject *item) noexcept
+    int PyGC_Disable() noexcept
+    int PyGC_Enable() noexcept
+    PyObject *tuple_new "PyTuple_New"(Py_ssize_t n) noexcept
+    void tuple_set_raw "PyTuple_SET_ITEM"(PyObject *t, Py_ssize_t i, PyObject *item) noexcept
+    void *PyMem_Calloc(size_t n, size_t size) noexcept
+
+cdef extern from *:
+    """
+    static int ct_cmp_u64(const void *a, const void *b) {
+        uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+        return x < y ? -1 : x > y;
+    }
+    /* How many distinct values ``a[0 .. n)`` holds (sorts it). */
+    static Py_ssize_t ct_count_distinct(uint64_t *a, Py_ssize_t n) {
+        Py_ssize_t i, count = n ? 1 : 0;
+        qsort(a, (size_t)n, sizeof(uint64_t), ct_cmp_u64);
+        for (i = 1; i < n; i++) count += a[i] != a[i - 1];
+        return count;
+    }
+    """
+    Py_ssize_t count_distinct "ct_count_distinct"(uint64_t *a, Py_ssize_t n) noexcept
 
 cdef extern from *:
     """
@@ -117,12 +150,17 @@ cdef extern from *:
 cdef extern from *:
     """
     /* A tuple of a tuple subclass (the Expired named tuple), built without a
-       call into Python. Steals ``value`` on success only. */
+       call into Python. Steals ``key``, also on failure; borrows the rest. */
     static PyObject *ct_expired_new(PyTypeObject *tp, PyObject *key,
                                     PyObject *value, PyObject *reason) {
-        PyObject *t = tp->tp_alloc(tp, 3);
-        if (t == NULL) return NULL;
-        Py_INCREF(key);
+        PyObject *t;
+        if (key == NULL) return NULL;
+        t = tp->tp_alloc(tp, 3);
+        if (t == NULL) {
+            Py_DECREF(key);
+            return NULL;
+        }
+        Py_INCREF(value);
         Py_INCREF(reason);
         PyTuple_SET_ITEM(t, 0, key);
         PyTuple_SET_ITEM(t, 1, value);
@@ -130,13 +168,35 @@ cdef extern from *:
         return t;
     }
     """
-    object ct_expired_new(PyTypeObject *tp, object key, PyObject *value, object reason)
+    PyObject *ct_expired_new(PyTypeObject *tp, PyObject *key, PyObject *value, PyObject *reason) noexcept
+
+cdef extern from *:
+    """
+    /* The type's traverse and clear are replaced at import (see the end of
+       the module). Cython's generated traverse would only visit the type
+       (when it is a heap type) and the anchor field, which is always None. */
+    typedef int (*ct_visitproc)(PyObject *, void *);
+    static int ct_visit_type(PyObject *o, ct_visitproc visit, void *arg) {
+        if (PyType_GetFlags(Py_TYPE(o)) & Py_TPFLAGS_HEAPTYPE)
+            return visit((PyObject *)Py_TYPE(o), arg);
+        return 0;
+    }
+    static void ct_install_gc(PyObject *type, void *traverse, void *clear) {
+        PyTypeObject *tp = (PyTypeObject *)type;
+        tp->tp_traverse = (traverseproc)traverse;
+        tp->tp_clear = (inquiry)clear;
+    }
+    """
+    ctypedef int (*ct_visitproc)(PyObject *, void *) noexcept
+    int ct_visit_type(PyObject *o, ct_visitproc visit, void *arg) noexcept
+    void ct_install_gc(object type, void *traverse, void *clear) noexcept
 
 
 cdef enum:
     MIN_CAPACITY = 16
     MIN_EPOCHS = 64
     MAX_CAPACITY = 1 << 30   # c.MAX_CAPACITY: slot positions and slab indices stay 32-bit
+    WAKE_STEPS = 64          # c._WAKE_STEPS
 
 cdef uint64_t MAX_KEY = 0x7FFFFFFFFFFFFFFF
 cdef int64_t MAX_TICK = c.MAX_TICK
@@ -181,83 +241,154 @@ cdef inline int64_t tick_of(double ticks, bint round_up) noexcept:
     return <int64_t>(ceil(ticks) if round_up else floor(ticks))
 
 
-cdef struct Harvested:
-    uint64_t key
-    PyObject *value      # owned
-    bint by_deadline
+# -- storage: allocated whole, so that every failure leaves the table as it was ----
+
+cdef void arrays_free(SlabArrays *a, uint32_t capacity) noexcept:
+    """Free the arrays (not the values: the caller has moved or released them)."""
+    big_free(a.timers, capacity * sizeof(Timers))
+    big_free(a.values, capacity * sizeof(PyObject *))
+    big_free(a.pos, capacity * sizeof(uint32_t))
+    big_free(a.next, (NHEADS + <size_t>capacity) * sizeof(uint32_t))
+    big_free(a.prev, (NHEADS + <size_t>capacity) * sizeof(uint32_t))
+    a.timers = NULL
+    a.values = NULL
+    a.pos = NULL
+    a.next = NULL
+    a.prev = NULL
+
+
+cdef int arrays_alloc(SlabArrays *a, uint32_t capacity) except -1:
+    """Arrays for ``capacity`` entries, the values NULL; MemoryError (and nothing allocated) if not."""
+    a.timers = <Timers *>big_alloc(capacity * sizeof(Timers))
+    a.values = <PyObject **>big_calloc(capacity * sizeof(PyObject *))
+    a.pos = <uint32_t *>big_alloc(capacity * sizeof(uint32_t))
+    a.next = <uint32_t *>big_alloc((NHEADS + <size_t>capacity) * sizeof(uint32_t))
+    a.prev = <uint32_t *>big_alloc((NHEADS + <size_t>capacity) * sizeof(uint32_t))
+    if a.timers and a.values and a.pos and a.next and a.prev:
+        return 0
+    arrays_free(a, capacity)
+    raise MemoryError()
+
+
+cdef void storage_free(Storage *s) noexcept:
+    index_free(&s.index)
+    arrays_free(&s.arrays, s.capacity)
+    big_free(s.times, s.epochs * sizeof(double))
+    s.times = NULL
+
+
+cdef int storage_alloc(Storage *s, uint32_t capacity, uint64_t index_size, uint32_t epochs) except -1:
+    """Storage for ``capacity`` entries; MemoryError (and nothing allocated) if not."""
+    s.index.slots = NULL
+    s.index.size = 0
+    s.capacity = capacity
+    s.epochs = epochs
+    s.times = NULL
+    arrays_alloc(&s.arrays, capacity)
+    s.times = <double *>big_alloc(epochs * sizeof(double))
+    if s.times == NULL or index_alloc(&s.index, index_size) < 0:
+        storage_free(s)
+        raise MemoryError()
+    return 0
+
+
+cdef void release_values(PyObject **values, uint32_t capacity) noexcept:
+    """Drop the references of a values array no table uses any more (each ``__del__`` may call back)."""
+    cdef uint32_t i
+    cdef PyObject *value
+    for i in range(capacity):
+        value = values[i]
+        if value != NULL:
+            values[i] = NULL
+            Py_XDECREF(value)
+
+
+cdef void storage_release(Storage *s) noexcept:
+    """Release the values of storage a table let go of, then free it."""
+    release_values(s.arrays.values, s.capacity)
+    storage_free(s)
 
 
 @cython.final
 @cython.no_gc_clear
+@cython.collection_type("mapping")
 cdef class ConnectionTable:
     """Connection id -> value, with last activity, idle timeout and deadline per entry.
 
-    ConnectionTable(idle_timeout=60.0, *, resolution=0.1, now=0.0, max_size=None, capacity=0)
+    ConnectionTable(idle_timeout=60.0, *, resolution=0.1, now=None, max_size=None, capacity=0)
+
+    ``now=None`` starts the clock at ``time.monotonic()``, read once here.
     """
 
     def __cinit__(self, *args, **kwargs):
-        # Usable even if __init__ is skipped or fails: every method may assume storage.
+        # Usable even if __init__ is skipped or fails: the defaults of ConnectionTable().
+        cdef Storage fresh
+        cdef double now = c.check_start(None)
         self.idle_timeout_ = 60.0
         self.resolution_ = 0.1
         self.max_size_ = -1
         self.min_capacity = MIN_CAPACITY
-        self.objects = [None] * MIN_CAPACITY
-        self._reset_storage(MIN_CAPACITY, 0.0)
+        self.origin = now
+        storage_alloc(&fresh, MIN_CAPACITY, index_size_for(MIN_CAPACITY), MIN_EPOCHS)
+        self._install(&fresh, now)
+        storage_free(&fresh)  # the zeroed storage the object started with
 
-    def __init__(self, idle_timeout=60.0, *, resolution=0.1, now=0.0, max_size=None, capacity=0):
-        self.idle_timeout_ = c.check_timeout("idle_timeout", idle_timeout)
-        self.resolution_ = c.check_resolution(resolution)
-        self.origin = c.check_start(now)
-        self.max_size_ = c.check_max_size(max_size)
-        self.min_capacity = capacity_for(c.check_size("capacity", capacity, minimum=0))
+    def __init__(self, idle_timeout=60.0, *, resolution=0.1, now=None, max_size=None, capacity=0):
+        # Every argument is checked before anything changes: a failed __init__ changes nothing.
+        cdef double idle = c.check_timeout("idle_timeout", idle_timeout)
+        cdef double res = c.check_resolution(resolution)
+        cdef double start = c.check_start(now)
+        cdef Py_ssize_t max_size_ = c.check_max_size(max_size)
+        cdef uint32_t min_capacity = capacity_for(c.check_size("capacity", capacity, minimum=0))
+        cdef Storage fresh
+        storage_alloc(&fresh, min_capacity, index_size_for(min_capacity), MIN_EPOCHS)
+        self.idle_timeout_ = idle
+        self.resolution_ = res
+        self.origin = start
+        self.max_size_ = max_size_
+        self.min_capacity = min_capacity
         self.wheel.elapsed = 0
-        self._empty(self.origin)  # a table initialised twice drops its values last
+        self._install(&fresh, start)
+        storage_release(&fresh)  # a table initialised twice drops its old values last
 
     def __dealloc__(self):
-        self._free_storage()
+        cdef Storage own
+        self._storage(&own)
+        storage_release(&own)  # nothing can reach the table now: each __del__ runs on its own
 
-    cdef void _free_storage(self) noexcept:
-        index_free(&self.index)
-        big_free(self.slab.timers)
-        big_free(self.slab.pos)
-        big_free(self.wheel.next)
-        big_free(self.wheel.prev)
-        big_free(self.clock.times)
+    cdef void _storage(self, Storage *out) noexcept:
+        """Describe the table's arrays as a Storage (nothing changes)."""
+        out.index = self.index
+        out.arrays.timers = self.slab.timers
+        out.arrays.values = self.slab.values
+        out.arrays.pos = self.slab.pos
+        out.arrays.next = self.wheel.next
+        out.arrays.prev = self.wheel.prev
+        out.capacity = self.slab.capacity
+        out.times = self.clock.times
+        out.epochs = self.clock.capacity
 
-    cdef int _reset_storage(self, uint32_t capacity, double now) except -1:
-        """Empty storage for ``capacity`` entries, clock at ``now``; on MemoryError nothing changed."""
-        cdef Index index
-        cdef Timers *timers = <Timers *>big_alloc(capacity * sizeof(Timers))
-        cdef uint32_t *pos = <uint32_t *>big_alloc(capacity * sizeof(uint32_t))
-        cdef uint32_t *nxt = <uint32_t *>big_alloc((NHEADS + capacity) * sizeof(uint32_t))
-        cdef uint32_t *prv = <uint32_t *>big_alloc((NHEADS + capacity) * sizeof(uint32_t))
-        cdef double *times = <double *>big_alloc(MIN_EPOCHS * sizeof(double))
-        cdef bint indexed = index_alloc(&index, index_size_for(capacity)) == 0
-        if not (indexed and timers and pos and nxt and prv and times):
-            if indexed:
-                index_free(&index)
-            big_free(timers)
-            big_free(pos)
-            big_free(nxt)
-            big_free(prv)
-            big_free(times)
-            raise MemoryError()
-        self._free_storage()
-        self.index = index
-        self.slab.timers = timers
-        self.slab.pos = pos
-        self.slab.capacity = capacity
+    cdef void _install(self, Storage *fresh, double now) noexcept:
+        """Make ``fresh`` the (empty) storage, clock at ``now``; hand the old storage back in ``fresh``."""
+        cdef Storage old
+        self._storage(&old)
+        self.index = fresh.index
+        self.slab.timers = fresh.arrays.timers
+        self.slab.values = fresh.arrays.values
+        self.slab.pos = fresh.arrays.pos
+        self.slab.capacity = fresh.capacity
         self.slab.free_head = NIL
-        slab_thread_free(&self.slab, 0, capacity)
-        self.wheel.next = nxt
-        self.wheel.prev = prv
-        wheel_reset(&self.wheel, capacity)
-        self.clock.times = times
-        self.clock.capacity = MIN_EPOCHS
+        slab_thread_free(&self.slab, 0, fresh.capacity)
+        self.wheel.next = fresh.arrays.next
+        self.wheel.prev = fresh.arrays.prev
+        wheel_reset(&self.wheel, fresh.capacity)
+        self.clock.times = fresh.times
+        self.clock.capacity = fresh.epochs
         self.clock.count = 1
-        times[0] = now
+        self.clock.times[0] = now
         self.length = 0
-        return 0
+        self.version += 1
+        fresh[0] = old
 
     # -- read-only settings ------------------------------------------------
     @property
@@ -298,13 +429,13 @@ cdef class ConnectionTable:
         return index_find(&self.index, key_of(key)) != NO_SLOT
 
     def __getitem__(self, key):
-        return <object>list_item(self.objects, self.index.slots[self._find(key)].slab)
+        return <object>self.slab.values[self.index.slots[self._find(key)].slab]
 
     def get(self, key, default=None, /):
         cdef uint64_t pos = index_find(&self.index, key_of(key))
         if pos == NO_SLOT:
             return default
-        return <object>list_item(self.objects, self.index.slots[pos].slab)
+        return <object>self.slab.values[self.index.slots[pos].slab]
 
     def last_activity(self, key, /):
         """When the entry last saw activity, exactly as ``now`` was then."""
@@ -322,6 +453,7 @@ cdef class ConnectionTable:
         return NIL
 
     def __iter__(self):
+        """The keys, in an arbitrary order that stays the same while the table is not changed."""
         return _KeyIterator(self)
 
     def keys(self):
@@ -333,6 +465,10 @@ cdef class ConnectionTable:
     def items(self):
         return ItemsView(self)
 
+    # ``reversed(t)`` is a TypeError, as for any Mapping: without this the
+    # sequence protocol would "reverse" t[len-1] .. t[0].
+    __reversed__ = None
+
     # -- activity: the hot path -------------------------------------------
     def touch(self, key, /):
         """Record activity on ``key`` at ``now``. KeyError if absent."""
@@ -341,7 +477,9 @@ cdef class ConnectionTable:
     def touch_many(self, keys, /):
         """Touch every present key of ``keys``; return how many were present.
 
-        All or nothing: every key is checked before any is touched.
+        All or nothing: every key is taken from ``keys`` and checked before
+        any is touched (so an iterable that changes the table as it goes
+        sees none of its keys touched yet).
         """
         cdef Py_ssize_t n = 0, room = 0, j, found = 0
         cdef uint64_t *batch = NULL
@@ -381,13 +519,19 @@ cdef class ConnectionTable:
     def __setitem__(self, key, value):
         cdef uint64_t k = key_of(key)
         cdef uint64_t pos = index_find(&self.index, k)
+        cdef uint32_t i
+        cdef PyObject *old
         if pos == NO_SLOT:
             self._insert(k, value, self.idle_timeout_, INFINITY)
         else:
-            # The list releases the old value after the new one is in place.
-            self.objects[self.index.slots[pos].slab] = value
+            i = self.index.slots[pos].slab
+            old = self.slab.values[i]
+            Py_INCREF(value)
+            self.slab.values[i] = <PyObject *>value
+            Py_XDECREF(old)  # last: the table already holds the new value
 
     cdef int _insert(self, uint64_t key, object value, double idle, double deadline) except -1:
+        """Insert a key known to be absent. Each step that may fail comes before the first change."""
         if self.length == self.max_size_:
             raise TableFull(f"the table holds max_size={self.max_size_} entries")
         if self.slab.free_head == NIL:
@@ -399,50 +543,73 @@ cdef class ConnectionTable:
         self.slab.timers[i].idle = idle
         self.slab.timers[i].deadline = deadline
         index_insert(&self.index, key, clock_epoch(&self.clock), i, self.slab.pos)
-        self.objects[i] = value
+        Py_INCREF(value)
+        self.slab.values[i] = <PyObject *>value
         self.length += 1
         self.version += 1
         self._arm(i)
         return 0
 
+    cdef void _swap_arrays(self, SlabArrays *arrays, uint32_t capacity) noexcept:
+        """Move the slab and the wheel links into ``arrays`` (sized ``capacity``); free the old ones.
+
+        The first ``min(old, new)`` entries are copied: values move without a
+        reference changing hands. New entries are unlinked (the caller
+        threads them onto the free list).
+        """
+        cdef uint32_t old = self.slab.capacity
+        cdef uint32_t keep = old if old < capacity else capacity
+        cdef uint32_t i
+        cdef SlabArrays previous
+        memcpy(arrays.timers, self.slab.timers, keep * sizeof(Timers))
+        memcpy(arrays.values, self.slab.values, keep * sizeof(PyObject *))
+        memcpy(arrays.pos, self.slab.pos, keep * sizeof(uint32_t))
+        memcpy(arrays.next, self.wheel.next, (NHEADS + <size_t>keep) * sizeof(uint32_t))
+        memcpy(arrays.prev, self.wheel.prev, (NHEADS + <size_t>keep) * sizeof(uint32_t))
+        for i in range(keep, capacity):
+            arrays.next[NHEADS + i] = NIL
+        previous.timers = self.slab.timers
+        previous.values = self.slab.values
+        previous.pos = self.slab.pos
+        previous.next = self.wheel.next
+        previous.prev = self.wheel.prev
+        self.slab.timers = arrays.timers
+        self.slab.values = arrays.values
+        self.slab.pos = arrays.pos
+        self.wheel.next = arrays.next
+        self.wheel.prev = arrays.prev
+        self.slab.capacity = capacity
+        arrays_free(&previous, old)
+
     cdef int _grow_slab(self) except -1:
         """Double the slab. On MemoryError the table is unchanged."""
         cdef uint32_t old = self.slab.capacity
         cdef uint32_t cap = old * 2
-        cdef Timers *timers
-        cdef uint32_t *pos
-        cdef uint32_t i
+        cdef SlabArrays arrays
         if cap > MAX_CAPACITY:
             raise MemoryError(f"a connection table holds at most {MAX_CAPACITY} entries")
-        while PyList_GET_SIZE(self.objects) < cap:  # values may be longer than capacity, never shorter
-            PyList_Append(self.objects, None)
-        timers = <Timers *>big_resize(self.slab.timers, old * sizeof(Timers), cap * sizeof(Timers))
-        if timers == NULL:
-            raise MemoryError()
-        self.slab.timers = timers
-        pos = <uint32_t *>big_resize(self.slab.pos, old * sizeof(uint32_t), cap * sizeof(uint32_t))
-        if pos == NULL:
-            raise MemoryError()
-        self.slab.pos = pos
-        if wheel_resize(&self.wheel, old, cap) < 0:
-            raise MemoryError()
-        for i in range(old, cap):
-            self.wheel.next[NHEADS + i] = NIL
+        arrays_alloc(&arrays, cap)
+        self._swap_arrays(&arrays, cap)
         slab_thread_free(&self.slab, old, cap)
-        self.slab.capacity = cap
         return 0
+
+    cdef void _unindex(self, uint32_t i) noexcept:
+        """Take unlinked entry ``i`` out of the index and the slab (its value is the caller's business)."""
+        index_remove_at(&self.index, self.slab.pos[i], self.slab.pos)
+        self.slab.values[i] = NULL
+        slab_push_free(&self.slab, i)
+        self.length -= 1
 
     cdef object _remove_at(self, uint64_t pos):
         """Unlink the entry at slot ``pos`` from everything; return its value for the caller to drop last."""
         cdef uint32_t i = self.index.slots[pos].slab
-        index_remove_at(&self.index, pos, self.slab.pos)
+        cdef PyObject *taken = self.slab.values[i]
         wheel_unlink(&self.wheel, NHEADS + i)
-        value = <object>list_item(self.objects, i)
-        self.objects[i] = None  # ``value`` still holds a reference: nothing is released here
-        slab_push_free(&self.slab, i)
-        self.length -= 1
+        self._unindex(i)
         self.version += 1
         self._maybe_shrink()
+        value = <object>taken
+        Py_DECREF(value)  # the table's reference now belongs to ``value``: nothing is released here
         return value
 
     cdef void _maybe_shrink(self) noexcept:
@@ -450,14 +617,14 @@ cdef class ConnectionTable:
 
         The slab compacts into a quarter or less of its capacity: live entries
         above the new capacity move into free entries below it, taking their
-        wheel links, values and index back-pointers along.
+        wheel links, values and index back-pointers along. The new arrays
+        are allocated before anything moves.
         """
         cdef uint32_t cap = self.slab.capacity
         cdef uint32_t lo = 0
         cdef uint32_t hi, i
         cdef PyObject *moved
-        cdef Timers *timers
-        cdef uint32_t *pos
+        cdef SlabArrays arrays
         cdef uint64_t size
         if <uint64_t>self.length * 8 < self.index.size:
             size = max(index_size_for(self.length * 2), index_size_for(self.min_capacity))
@@ -468,6 +635,10 @@ cdef class ConnectionTable:
         cap = capacity_for(self.length * 2)
         if cap < self.min_capacity:
             cap = self.min_capacity
+        try:
+            arrays_alloc(&arrays, cap)
+        except MemoryError:
+            return  # keep the larger arrays
         for hi in range(cap, self.slab.capacity):
             if slab_is_free(&self.slab, hi):
                 continue
@@ -477,26 +648,17 @@ cdef class ConnectionTable:
             self.slab.pos[lo] = self.slab.pos[hi]
             self.index.slots[self.slab.pos[lo]].slab = lo
             wheel_move_node(&self.wheel, NHEADS + hi, NHEADS + lo)
-            moved = list_item(self.objects, hi)  # a pointer swap: no reference changes hands
-            list_set_raw(self.objects, hi, list_item(self.objects, lo))
-            list_set_raw(self.objects, lo, moved)
+            moved = self.slab.values[hi]  # a pointer move: no reference changes hands
+            self.slab.values[hi] = NULL
+            self.slab.values[lo] = moved
             lo += 1
+        self._swap_arrays(&arrays, cap)
         self.slab.free_head = NIL
         i = cap
         while i > 0:
             i -= 1
             if slab_is_free(&self.slab, i):
                 slab_push_free(&self.slab, i)
-        timers = <Timers *>big_resize(self.slab.timers, cap * sizeof(Timers), cap * sizeof(Timers))
-        if timers != NULL:  # out of memory: keep the larger arrays
-            self.slab.timers = timers
-        pos = <uint32_t *>big_resize(self.slab.pos, cap * sizeof(uint32_t), cap * sizeof(uint32_t))
-        if pos != NULL:
-            self.slab.pos = pos
-        wheel_resize(&self.wheel, cap, cap)
-        if PyList_SetSlice(self.objects, cap, PyList_GET_SIZE(self.objects), NULL) < 0:
-            PyErr_Clear()  # the list may stay longer than the capacity
-        self.slab.capacity = cap
 
     def __delitem__(self, key):
         self._remove_at(self._find(key))
@@ -510,10 +672,88 @@ cdef class ConnectionTable:
             raise KeyError(key)
         return default
 
-    # The rest of the MutableMapping protocol, from the standard library's own code.
-    popitem = MutableMapping.popitem
-    setdefault = MutableMapping.setdefault
-    update = MutableMapping.update
+    def setdefault(self, key, default=None, /):
+        """``t[key]`` if present, else insert ``default`` (the table's timers) and return it."""
+        cdef uint64_t k = key_of(key)
+        cdef uint64_t pos = index_find(&self.index, k)
+        if pos != NO_SLOT:
+            return <object>self.slab.values[self.index.slots[pos].slab]
+        self._insert(k, default, self.idle_timeout_, INFINITY)
+        return default
+
+    def popitem(self):
+        """Remove and return a ``(key, value)`` pair: the first in iteration order. KeyError if empty."""
+        cdef PyObject *pair = tuple_new(2)  # may run the GC: before looking
+        cdef PyObject *number
+        cdef uint32_t i
+        if pair == NULL:
+            raise MemoryError()
+        i = self._next_live(0)
+        if i == NIL:
+            Py_XDECREF(pair)
+            raise KeyError(c.POPITEM_EMPTY)
+        number = long_from_u64(self.index.slots[self.slab.pos[i]].key)
+        if number == NULL:
+            Py_XDECREF(pair)
+            raise MemoryError()
+        tuple_set_raw(pair, 0, number)
+        value = self._remove_at(self.slab.pos[i])  # nothing after this can fail
+        Py_INCREF(value)
+        tuple_set_raw(pair, 1, <PyObject *>value)
+        result = <object>pair
+        Py_DECREF(result)  # ``result`` owns the tuple now
+        return result
+
+    def update(self, other=(), /, **kwds):
+        """Store each pair of ``other`` (a mapping or pairs) and ``kwds``, as ``MutableMapping.update``.
+
+        All or nothing: every pair is collected and every key checked first,
+        room for the new keys (and ``max_size``) is made sure of before the
+        first store, and the values replaced are released last.
+        """
+        cdef list pairs = c.update_items(other, kwds)
+        cdef Py_ssize_t n = len(pairs), j, fresh = 0
+        cdef uint64_t *keys = <uint64_t *>PyMem_Malloc(n * sizeof(uint64_t) + 1)
+        cdef uint64_t *absent = <uint64_t *>PyMem_Malloc(n * sizeof(uint64_t) + 1)
+        cdef PyObject **replaced = <PyObject **>PyMem_Calloc(n + 1, sizeof(PyObject *))
+        cdef uint64_t pos
+        cdef uint32_t i
+        cdef tuple pair
+        try:
+            if keys == NULL or absent == NULL or replaced == NULL:
+                raise MemoryError()
+            for j in range(n):
+                keys[j] = key_of((<tuple>pairs[j])[0])
+            # Every key is converted: from here on no Python code runs.
+            for j in range(n):
+                if index_find(&self.index, keys[j]) == NO_SLOT:
+                    absent[fresh] = keys[j]
+                    fresh += 1
+            fresh = count_distinct(absent, fresh)
+            if self.max_size_ >= 0 and self.length + fresh > self.max_size_:
+                raise TableFull(f"the table holds max_size={self.max_size_} entries")
+            while self.slab.capacity - self.length < fresh:
+                self._grow_slab()
+            if index_over_full(&self.index, self.length + fresh):
+                if index_rehash(&self.index, index_size_for(self.length + fresh), self.slab.pos) < 0:
+                    raise MemoryError()
+            for j in range(n):  # room is made: nothing here can fail
+                pair = <tuple>pairs[j]
+                pos = index_find(&self.index, keys[j])
+                if pos == NO_SLOT:
+                    self._insert(keys[j], pair[1], self.idle_timeout_, INFINITY)
+                else:
+                    i = self.index.slots[pos].slab
+                    replaced[j] = self.slab.values[i]
+                    Py_INCREF(pair[1])
+                    self.slab.values[i] = <PyObject *>pair[1]
+        finally:
+            PyMem_Free(keys)
+            PyMem_Free(absent)
+            if replaced != NULL:
+                for j in range(n):  # last: each __del__ finds the table consistent
+                    Py_XDECREF(replaced[j])
+                PyMem_Free(replaced)
 
     def clear(self):
         """Remove every entry; the values are released after the table is empty."""
@@ -521,25 +761,89 @@ cdef class ConnectionTable:
 
     cdef int _empty(self, double now) except -1:
         """Empty the table with its clock at ``now``; the old values are released last."""
-        objects = [None] * self.min_capacity  # may run the GC: do it before any change
-        self._reset_storage(self.min_capacity, now)
-        self.objects, objects = objects, self.objects
-        self.version += 1
-        del objects
+        cdef Storage fresh
+        storage_alloc(&fresh, self.min_capacity, index_size_for(self.min_capacity), MIN_EPOCHS)
+        self._install(&fresh, now)
+        storage_release(&fresh)
         return 0
+
+    # -- copies --------------------------------------------------------------
+    def copy(self):
+        """A new, independent table with the same entries, timers, settings and clock.
+
+        The copy is exact (its wheel is laid out as this table's is), so the
+        two expire the same entries at the same calls from then on.
+        """
+        cdef ConnectionTable clone = ConnectionTable.__new__(ConnectionTable)  # may run the GC: first
+        cdef Storage fresh, previous
+        cdef uint32_t i
+        storage_alloc(&fresh, self.slab.capacity, self.index.size, self.clock.capacity)
+        # From here no Python code runs: the sizes read above still hold.
+        memcpy(fresh.index.slots, self.index.slots, self.index.size * sizeof(Slot))
+        memcpy(fresh.arrays.timers, self.slab.timers, self.slab.capacity * sizeof(Timers))
+        memcpy(fresh.arrays.pos, self.slab.pos, self.slab.capacity * sizeof(uint32_t))
+        memcpy(fresh.arrays.next, self.wheel.next, (NHEADS + <size_t>self.slab.capacity) * sizeof(uint32_t))
+        memcpy(fresh.arrays.prev, self.wheel.prev, (NHEADS + <size_t>self.slab.capacity) * sizeof(uint32_t))
+        memcpy(fresh.times, self.clock.times, self.clock.count * sizeof(double))
+        for i in range(self.slab.capacity):
+            fresh.arrays.values[i] = self.slab.values[i]
+            Py_XINCREF(self.slab.values[i])
+        clone._storage(&previous)  # the clone's initial storage: empty, freed below
+        clone.index = fresh.index
+        clone.slab = self.slab  # capacity and free list (the arrays are replaced next)
+        clone.slab.timers = fresh.arrays.timers
+        clone.slab.values = fresh.arrays.values
+        clone.slab.pos = fresh.arrays.pos
+        clone.wheel = self.wheel  # position, occupancy and bounds (the links are replaced next)
+        clone.wheel.next = fresh.arrays.next
+        clone.wheel.prev = fresh.arrays.prev
+        clone.clock = self.clock
+        clone.clock.times = fresh.times
+        clone.length = self.length
+        clone.max_size_ = self.max_size_
+        clone.min_capacity = self.min_capacity
+        clone.origin = self.origin
+        clone.resolution_ = self.resolution_
+        clone.idle_timeout_ = self.idle_timeout_
+        storage_free(&previous)
+        return clone
+
+    def __copy__(self):
+        return self.copy()
+
+    def __deepcopy__(self, memo, /):
+        return c.deepcopy_table(self, memo)
+
+    def __reduce_ex__(self, protocol, /):
+        return c.refuse_pickle(self)
+
+    def __reduce__(self):
+        return c.refuse_pickle(self)
 
     # -- timers ------------------------------------------------------------
     def set_deadline(self, key, when, /):
         """Set an absolute deadline on the table's clock; ``None`` clears it."""
-        cdef uint32_t i = self.index.slots[self._find(key)].slab
-        self.slab.timers[i].deadline = c.check_deadline(when)
+        cdef uint64_t k = key_of(key)
+        cdef double deadline = c.check_deadline(when)
+        # Converted: from the lookup on, no Python code runs.
+        cdef uint64_t pos = index_find(&self.index, k)
+        if pos == NO_SLOT:
+            raise KeyError(key)
+        cdef uint32_t i = self.index.slots[pos].slab
+        self.slab.timers[i].deadline = deadline
         wheel_unlink(&self.wheel, NHEADS + i)
         self._arm(i)
 
     def set_idle_timeout(self, key, seconds, /):
         """Set the entry's own idle timeout; ``None`` restores the table's default."""
-        cdef uint32_t i = self.index.slots[self._find(key)].slab
-        self.slab.timers[i].idle = self.idle_timeout_ if seconds is None else c.check_timeout("idle_timeout", seconds)
+        cdef uint64_t k = key_of(key)
+        cdef double idle = self.idle_timeout_ if seconds is None else c.check_timeout("idle_timeout", seconds)
+        # Converted: from the lookup on, no Python code runs.
+        cdef uint64_t pos = index_find(&self.index, k)
+        if pos == NO_SLOT:
+            raise KeyError(key)
+        cdef uint32_t i = self.index.slots[pos].slab
+        self.slab.timers[i].idle = idle
         wheel_unlink(&self.wheel, NHEADS + i)
         self._arm(i)
 
@@ -558,7 +862,11 @@ cdef class ConnectionTable:
         wheel_arm(&self.wheel, NHEADS + i, when)
 
     cdef int _advance_clock(self, double now) except -1:
-        """Make ``now`` the current epoch, renumbering the epochs in use when the array is full."""
+        """Make ``now`` the current epoch, renumbering the epochs in use when the array is full.
+
+        On MemoryError the clock is where it was (a renumbering that happened
+        is invisible: every entry keeps its time).
+        """
         cdef Clock *clock = &self.clock
         cdef uint32_t *renumber
         cdef uint32_t epoch, count
@@ -595,32 +903,80 @@ cdef class ConnectionTable:
         clock.count += 1
         return 0
 
+    cdef int _check_time(self, double now) except -1:
+        """The clock may move to ``now`` (finite): not back, not past the end of the tick space."""
+        cdef double current = clock_now(&self.clock)
+        if not (current <= now and (now - self.origin) / self.resolution_ < MAX_TICK_F):
+            c.refuse_time(now, current, self.origin, self.resolution_)
+        return 0
+
     def expire(self, now, limit=None):
         """Advance the clock to ``now``; remove and return the entries that are due.
 
         At most ``limit`` entries are returned; the rest come back on the next
-        call. ``limit=0`` only advances the clock.
+        call. ``limit=0`` only advances the clock. Under MemoryError no entry
+        is removed (the clock may have moved to ``now``).
         """
-        cdef double current = clock_now(&self.clock)
         cdef double t
-        if PyFloat_CheckExact(now) and current <= PyFloat_AS_DOUBLE(now) < INFINITY:
+        if PyFloat_CheckExact(now) and isfinite(PyFloat_AS_DOUBLE(now)):
             t = PyFloat_AS_DOUBLE(now)
         else:
-            t = c.check_now(now, current)
+            t = c.check_time("now", now)
         cdef Py_ssize_t cap = -1 if limit is None else c.check_limit(limit)
+        # Every argument is converted: the clock is read only now, and no Python
+        # code runs from here until the result is complete.
+        self._check_time(t)
         self._advance_clock(t)
         # A loop may wake a hair before the time next_expiry() named: TICK_SLACK
         # lets that call still take the slot (dues are then checked exactly).
         cdef int64_t target = tick_of((t - self.origin) / self.resolution_ + TICK_SLACK, False)
         cdef Harvested *harvest = NULL
+        cdef PyObject *result = NULL
+        cdef Py_ssize_t n, j
+        cdef uint32_t i
+        # Building the Expired tuples allocates GC-tracked objects while the due
+        # entries are half taken out: the collector (hence any __del__) waits.
+        cdef bint collecting = PyGC_Disable()
+        n = self._harvest(t, target, cap, &harvest)
+        if n >= 0:
+            result = list_new(n)
+            if result == NULL:
+                self._return_harvest(harvest, n)
+                n = -1
+        if n >= 0:
+            for j in range(n):  # commit: nothing here can fail
+                i = harvest[j].slab
+                Py_XDECREF(self.slab.values[i])  # the tuple holds the value too: nothing is released
+                self._unindex(i)
+                list_set_raw(result, j, harvest[j].item)
+            if n:
+                self.version += 1
+        if collecting:
+            PyGC_Enable()
+        PyMem_Free(harvest)
+        if n < 0:
+            PyErr_Clear()
+            raise MemoryError()
+        self._maybe_shrink()
+        expired = <object>result
+        Py_DECREF(expired)  # ``expired`` owns the new list now
+        return expired
+
+    cdef Py_ssize_t _harvest(self, double t, int64_t target, Py_ssize_t cap, Harvested **out) noexcept:
+        """Phase 1 of ``expire``: unlink the due entries and build their Expired tuples.
+
+        The entries stay in the index (nothing can look, no Python code runs).
+        Returns how many, or -1 when out of memory: then every entry taken is
+        back on the PENDING list, as if this call had not examined it.
+        """
+        cdef Harvested *harvest = NULL
         cdef Harvested *grown
-        cdef Py_ssize_t n = 0, room = 0, j = 0
-        cdef bint starved = False
+        cdef Py_ssize_t n = 0, room = 0
         cdef uint32_t node, head, i
         cdef int64_t start
         cdef double due
+        cdef PyObject *item
         cdef Slot *slot
-        # Phase 1: take the due entries out, allocating no Python object.
         while True:
             while n != cap:
                 node = wheel_pop_pending(&self.wheel)
@@ -632,21 +988,25 @@ cdef class ConnectionTable:
                 if due > t:
                     self._arm(i)
                     continue
+                item = NULL
                 if n == room:
-                    room = room * 2 if room else 64
-                    grown = <Harvested *>PyMem_Realloc(harvest, room * sizeof(Harvested))
-                    if grown == NULL:  # out of memory: the rest waits for the next call
-                        wheel_link(&self.wheel, node, PENDING)
-                        starved = True
-                        cap = n
-                        break
-                    harvest = grown
-                slot = &self.index.slots[self.slab.pos[i]]
-                harvest[n].key = slot.key
-                harvest[n].by_deadline = self.slab.timers[i].deadline == due
-                value = self._remove_at(self.slab.pos[i])
-                Py_INCREF(value)
-                harvest[n].value = <PyObject *>value
+                    grown = <Harvested *>PyMem_Realloc(harvest, (room * 2 if room else 64) * sizeof(Harvested))
+                    if grown != NULL:
+                        harvest = grown
+                        room = room * 2 if room else 64
+                if n < room:
+                    slot = &self.index.slots[self.slab.pos[i]]
+                    item = ct_expired_new(
+                        <PyTypeObject *>Expired, long_from_u64(slot.key), self.slab.values[i],
+                        <PyObject *>(DEADLINE if self.slab.timers[i].deadline == due else IDLE))
+                if item == NULL:  # out of memory: give back this entry, then the others
+                    wheel_link(&self.wheel, node, PENDING)
+                    self._return_harvest(harvest, n)
+                    PyMem_Free(harvest)
+                    out[0] = NULL
+                    return -1
+                harvest[n].slab = i
+                harvest[n].item = item
                 n += 1
             if n == cap:
                 break
@@ -657,23 +1017,21 @@ cdef class ConnectionTable:
                 break
             self.wheel.elapsed = start
             wheel_take(&self.wheel, head)
-        value = None
-        # Phase 2: build the result; a collection that runs here sees a consistent table.
-        try:
-            if starved and n == 0:
-                raise MemoryError()
-            result = []
-            while j < n:
-                PyList_Append(result, ct_expired_new(
-                    <PyTypeObject *>Expired, harvest[j].key, harvest[j].value,
-                    DEADLINE if harvest[j].by_deadline else IDLE))
-                j += 1
-            return result
-        finally:
-            while j < n:  # only after an error: release what was not handed out
-                Py_DECREF(<object>harvest[j].value)
-                j += 1
-            PyMem_Free(harvest)
+        out[0] = harvest
+        return n
+
+    cdef void _return_harvest(self, Harvested *harvest, Py_ssize_t n) noexcept:
+        """Undo ``_harvest``: the entries go back to PENDING in their order, their tuples are dropped.
+
+        A tuple's release drops a key and a reference to a value the table
+        still holds: no Python code runs.
+        """
+        cdef Py_ssize_t j = n
+        while j > 0:
+            j -= 1
+            wheel_link(&self.wheel, NHEADS + harvest[j].slab, PENDING)
+            Py_XDECREF(harvest[j].item)
+            harvest[j].item = NULL
 
     cdef inline void _prefetch_pending(self) noexcept:
         """Start loading what the next two PENDING entries will need (a mass expiry misses the cache on each)."""
@@ -681,7 +1039,7 @@ cdef class ConnectionTable:
         cdef uint32_t second
         if first == PENDING:
             return
-        cdef PyObject **values = list_items(self.objects)
+        cdef PyObject **values = self.slab.values
         # Their addresses were prefetched last time: the slot, and the value (its refcount changes).
         prefetch(&self.index.slots[self.slab.pos[first - NHEADS]])
         prefetch(values[first - NHEADS])
@@ -695,18 +1053,33 @@ cdef class ConnectionTable:
         prefetch(&values[second - NHEADS])
 
     def next_expiry(self):
-        """When to call :meth:`expire` next; None if nothing can ever expire."""
-        cdef int64_t start
+        """When to call :meth:`expire` next; None if nothing can ever expire.
+
+        ``now`` when work is waiting at the current time; otherwise the first
+        time at which ``expire`` reaches the earliest armed tick, so a loop
+        sleeping until it never spins (the twin computes the same float).
+        """
+        cdef int64_t start, earliest
         cdef uint32_t head
+        cdef int steps
         cdef double now = clock_now(&self.clock)
+        cdef double when
         if self.wheel.prev[PENDING] != PENDING:
             return now
         head = wheel_next_slot(&self.wheel, &start)
         if head == NIL:
             return None
-        cdef double when = self.origin + <double>self.wheel.earliest[head] * self.resolution_
-        # Mathematically later than now; the guard keeps rounding from making it not so.
-        return when if when > now else nextafter(now, INFINITY)
+        earliest = self.wheel.earliest[head]
+        if earliest >= MAX_TICK:  # a due time past the end of the table's time never comes
+            return None
+        if earliest <= tick_of((now - self.origin) / self.resolution_ + TICK_SLACK, False):
+            return now
+        when = self.origin + <double>earliest * self.resolution_
+        for steps in range(WAKE_STEPS):
+            if tick_of((when - self.origin) / self.resolution_ + TICK_SLACK, False) >= earliest:
+                break
+            when = nextafter(when, INFINITY)
+        return when
 
     # -- object protocol ---------------------------------------------------
     def __repr__(self):
@@ -716,23 +1089,56 @@ cdef class ConnectionTable:
         return (
             sizeof(ConnectionTable)
             + self.index.size * sizeof(Slot)
-            + self.slab.capacity * (sizeof(Timers) + sizeof(uint32_t))
+            + self.slab.capacity * (sizeof(Timers) + sizeof(uint32_t) + sizeof(PyObject *))
             + (NHEADS + self.slab.capacity) * 2 * sizeof(uint32_t)
             + self.clock.capacity * sizeof(double)
-            + self.objects.__sizeof__()
         )
 
 
 MutableMapping.register(ConnectionTable)
 
 
+cdef int table_traverse(ConnectionTable self, ct_visitproc visit, void *arg) noexcept:
+    """The collector sees each value (the values are in a C array Cython knows nothing of)."""
+    cdef int r = ct_visit_type(<PyObject *>self, visit, arg)
+    cdef uint32_t i
+    cdef PyObject **values = self.slab.values
+    if r:
+        return r
+    for i in range(self.slab.capacity):
+        if values[i] != NULL:
+            r = visit(values[i], arg)
+            if r:
+                return r
+    return 0
+
+
+cdef int table_clear(ConnectionTable self) noexcept:
+    """Break a garbage cycle through the table by emptying it, as clear() does.
+
+    The table stays consistent (a value's ``__del__`` that calls back finds an
+    empty table). Out of memory, nothing happens: the cycle waits for a later
+    collection.
+    """
+    try:
+        self._empty(clock_now(&self.clock))
+    except MemoryError:
+        pass
+    return 0
+
+
+ct_install_gc(ConnectionTable, <void *>table_traverse, <void *>table_clear)
+
+
 @cython.final
 cdef class _KeyIterator:
-    cdef ConnectionTable table
+    """Iterator over a table's keys; exhausted for good once it has ended or raised."""
+
+    cdef ConnectionTable table   # None once exhausted
     cdef uint32_t position
     cdef uint64_t version
 
-    def __cinit__(self, ConnectionTable table):
+    def __cinit__(self, ConnectionTable table not None):
         self.table = table
         self.version = table.version
 
@@ -741,10 +1147,17 @@ cdef class _KeyIterator:
 
     def __next__(self):
         cdef ConnectionTable table = self.table
+        if table is None:
+            raise StopIteration
         if table.version != self.version:
+            self.table = None  # exhausted from now on, as a generator is after an error
             raise RuntimeError("ConnectionTable changed size during iteration")
         cdef uint32_t i = table._next_live(self.position)
         if i == NIL:
+            self.table = None
             raise StopIteration
         self.position = i + 1
         return table.index.slots[table.slab.pos[i]].key
+
+    def __reduce__(self):
+        raise TypeError("cannot pickle '_KeyIterator' object")

@@ -88,8 +88,9 @@ cdef inline int index_alloc(Index *ix, uint64_t size) noexcept nogil:
 
 
 cdef inline void index_free(Index *ix) noexcept nogil:
-    big_free(ix.slots)
+    big_free(ix.slots, ix.size * sizeof(Slot))
     ix.slots = NULL
+    ix.size = 0
 
 
 cdef inline uint64_t index_find(const Index *ix, uint64_t key) noexcept nogil:

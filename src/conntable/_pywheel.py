@@ -5,114 +5,188 @@ ticks wide. An entry armed for tick ``when`` sits at the level of the highest
 bit in which ``when`` differs from ``elapsed`` (divided by 6), so every entry
 shares all higher bits with ``elapsed`` and lies at or after the wheel's
 current position in its level. Hence the first level with an occupied slot
-holds the earliest slot, and the slot is found from a 64-bit occupancy mask
-with a count-trailing-zeros, never by walking empty slots (Tokio's
-``wheel/level.rs``, Linux's ``kernel/time/timer.c``).
+holds the earliest slot, found in the level's occupancy bytes with one
+``bytearray.find`` from the current position, never by walking empty slots
+(Tokio's ``wheel/level.rs``, Linux's ``kernel/time/timer.c``).
 
-Each slot also keeps ``earliest``, a lower bound on the ticks armed in it
-(exact until an entry leaves), so a sleeper wakes when the first entry can be
-due, not when a coarse slot merely starts: no wake-up only to cascade.
+Each slot, the ``pending`` list and each ``expire`` call's harvest is a
+circular doubly linked list through a :class:`Head`; an entry (any object
+with ``prev``, ``next`` and ``head`` attributes) is in at most one list, and
+``entry.head`` says which (None: in none). Each slot also keeps
+``earliest``, a lower bound on the ticks armed in it (exact until an entry
+leaves; reset when the slot empties), so a sleeper wakes when the first entry can be due, not when a
+coarse slot merely starts.
 
 Costs: link and unlink O(1); finding the next slot O(LEVELS); a slot that
-comes due is moved whole to the ``PENDING`` list, where the table examines
-each entry and either fires it or re-arms it lower down (cascading). An entry
-moves at most once per level on its way down.
+comes due moves whole to ``pending`` (O(its size): each entry's ``head``
+changes), where the table examines each entry and either fires it or re-arms
+it lower down (cascading). An entry moves at most once per level.
+
+Why links and bytes rather than dicts and int masks: every change of a list
+is a few attribute stores and at most one bytearray store, which allocate
+nothing, so they cannot fail (MemoryError) or run the garbage collector
+halfway. The table computes whatever may fail first (the tick, the head),
+then changes the lists. The same order as the compiled wheel's lists, so
+both tables return expired entries in the same order.
 
 Trade-off: the wheel knows ticks, not times or entries' deadlines; the table
-decides what is due. Here each slot is a dict keyed by connection id (O(1)
-unlink without linked-list nodes); the compiled wheel uses intrusive 32-bit
-links instead.
+decides what is due. The lists are reference cycles: the table cuts them
+(:func:`cut`) when it lets go of a wheel, so values are released at once,
+not at the next collection.
 """
 
 from __future__ import annotations
 
-from typing import Any, Optional, Tuple
+from typing import Any, List, Optional
 
 from ._common import LEVEL_BITS, LEVELS, MAX_TICK, SLOT_MASK, SLOTS
 
 NSLOTS = LEVELS * SLOTS
-#: The list of entries to examine before any slot: already due at arming, or
-#: taken from a slot that came due.
+#: ``Head.index`` of the list of entries to examine before any slot: already
+#: due at arming, or taken from a slot that came due.
 PENDING = NSLOTS
-#: ``entry.head`` of an entry that is in no list (never due).
-UNLINKED = -1
+#: ``Head.index`` of an ``expire`` call's harvest (entries judged due, not yet removed).
+HARVEST = -1
+#: ``earliest`` of a slot with nothing armed.
+NEVER = MAX_TICK * 2
+#: What ``tick_for`` answers for "due now" and "never".
+DUE_NOW = -1
+NO_TICK = -2
+
+
+class Head:
+    """The sentinel node of one list."""
+
+    __slots__ = ("prev", "next", "index", "occupied", "slot", "earliest")
+
+    def __init__(self, index: int, occupied: Optional[bytearray] = None) -> None:
+        self.prev: Any = self
+        self.next: Any = self
+        self.index = index
+        #: The occupancy bytes of the slot's level (None: not a slot).
+        self.occupied = occupied
+        self.slot = index & SLOT_MASK
+        self.earliest = NEVER
+
+
+def unlink(entry: Any) -> None:
+    """Take ``entry`` out of its list, if any. Allocates nothing."""
+    head = entry.head
+    if head is None:
+        return
+    before = entry.prev
+    after = entry.next
+    before.next = after
+    after.prev = before
+    entry.prev = entry.next = entry.head = None
+    if head.next is head and head.occupied is not None:
+        head.occupied[head.slot] = 0
+        head.earliest = NEVER  # a stale bound would name a tick nothing waits for
+
+
+def link(entry: Any, head: Head) -> None:
+    """Append an unlinked ``entry`` to ``head``'s list. Allocates nothing."""
+    tail = head.prev
+    tail.next = entry
+    entry.prev = tail
+    entry.next = head
+    entry.head = head
+    head.prev = entry
+    if head.occupied is not None:
+        head.occupied[head.slot] = 1
+
+
+def push(entry: Any, head: Head) -> None:
+    """Put an unlinked ``entry`` first in ``head``'s list (a harvest). Allocates nothing."""
+    first = head.next
+    first.prev = entry
+    entry.next = first
+    entry.prev = head
+    entry.head = head
+    head.next = entry
+
+
+def cut(head: Head) -> None:
+    """Break the cycles of a list nobody uses any more, so refcounting frees its entries."""
+    node = head.next
+    while node is not head and node is not None:
+        after = node.next
+        node.prev = node.next = node.head = None
+        node = after
+    head.prev = head.next = None
 
 
 class Wheel:
-    __slots__ = ("elapsed", "occupied", "heads", "earliest")
+    __slots__ = ("elapsed", "occupied", "heads", "pending", "found_start")
 
     def __init__(self) -> None:
         self.elapsed = 0
-        self.occupied = [0] * LEVELS
-        self.heads: list[dict[int, Any]] = [{} for _ in range(NSLOTS + 1)]
-        self.earliest = [MAX_TICK * 2] * NSLOTS  # no entry of slot h is armed before earliest[h]
+        self.occupied = [bytearray(SLOTS) for _ in range(LEVELS)]
+        self.heads: List[Head] = [Head(h, self.occupied[h >> LEVEL_BITS]) for h in range(NSLOTS)]
+        self.pending = Head(PENDING)
+        #: The first tick of the slot ``next_slot`` found last.
+        self.found_start = 0
 
-    def arm(self, entry: Any, when: int) -> None:
-        """Link ``entry`` into the slot for tick ``when`` (> elapsed)."""
-        head = self.head_for(when)
-        self.link(entry, head)
-        if when < self.earliest[head]:
-            self.earliest[head] = when
+    def head_of(self, when: int) -> Optional[Head]:
+        """The list for tick ``when`` (> elapsed), or ``DUE_NOW`` / ``NO_TICK``. May allocate (ints)."""
+        if when == NO_TICK:
+            return None
+        if when == DUE_NOW:
+            return self.pending
+        level = (((self.elapsed ^ when) | SLOT_MASK).bit_length() - 1) // LEVEL_BITS
+        return self.heads[level * SLOTS + ((when >> (level * LEVEL_BITS)) & SLOT_MASK)]
 
-    def head_for(self, when: int) -> int:
-        """The slot for tick ``when``; the caller guarantees ``when > elapsed``."""
-        level = ((self.elapsed ^ when) | SLOT_MASK).bit_length() - 1
-        level //= LEVEL_BITS
-        return level * SLOTS + ((when >> (level * LEVEL_BITS)) & SLOT_MASK)
+    def place(self, entry: Any, head: Optional[Head], when: int) -> None:
+        """Move ``entry`` (linked or not) to ``head`` (None: no list), armed for ``when``. Allocates nothing."""
+        unlink(entry)
+        if head is not None:
+            link(entry, head)
+            if when >= 0 and when < head.earliest:
+                head.earliest = when
 
-    def link(self, entry: Any, head: int) -> None:
-        self.heads[head][entry.key] = entry
-        entry.head = head
-        if head < NSLOTS:
-            self.occupied[head >> LEVEL_BITS] |= 1 << (head & SLOT_MASK)
-
-    def unlink(self, entry: Any) -> None:
-        head = entry.head
-        if head == UNLINKED:
-            return
-        members = self.heads[head]
-        del members[entry.key]
-        entry.head = UNLINKED
-        if not members:
-            self.heads[head] = {}  # an emptied dict would keep its peak size
-            if head < NSLOTS:
-                self.occupied[head >> LEVEL_BITS] &= ~(1 << (head & SLOT_MASK))
-
-    def next_slot(self) -> Optional[Tuple[int, int]]:
-        """``(head, first tick of the slot)`` of the earliest occupied slot, or None."""
+    def next_slot(self) -> Optional[Head]:
+        """The earliest occupied slot, or None; its first tick goes to ``found_start``."""
         elapsed = self.elapsed
         for level in range(LEVELS):
-            occupied = self.occupied[level]
-            if not occupied:
-                continue
             shift = level * LEVEL_BITS
-            current = (elapsed >> shift) & SLOT_MASK
-            ahead = occupied >> current  # slots behind ``current`` are empty (invariant)
-            slot = current + ((ahead & -ahead).bit_length() - 1)
-            window = elapsed & ~((1 << (shift + LEVEL_BITS)) - 1)
-            return level * SLOTS + slot, window + (slot << shift)
+            slot = self.occupied[level].find(1, (elapsed >> shift) & SLOT_MASK)  # behind: empty (invariant)
+            if slot < 0:
+                continue
+            self.found_start = (elapsed & ~((1 << (shift + LEVEL_BITS)) - 1)) + (slot << shift)
+            return self.heads[level * SLOTS + slot]
         return None
 
-    def take(self, head: int) -> None:
-        """Move every entry of slot ``head`` to the pending list."""
-        members = self.heads[head]
-        pending = self.heads[PENDING]
-        for entry in members.values():
-            entry.head = PENDING
-        pending.update(members)
-        members.clear()
-        self.occupied[head >> LEVEL_BITS] &= ~(1 << (head & SLOT_MASK))
-        self.earliest[head] = MAX_TICK * 2
+    def take(self, head: Head) -> None:
+        """Move every entry of slot ``head`` to the end of ``pending``. Allocates nothing."""
+        first = head.next
+        if first is head:
+            return
+        pending = self.pending
+        last = head.prev
+        node = first
+        while node is not head:
+            node.head = pending
+            node = node.next
+        tail = pending.prev
+        tail.next = first
+        first.prev = tail
+        last.next = pending
+        pending.prev = last
+        head.next = head.prev = head
+        if head.occupied is not None:
+            head.occupied[head.slot] = 0
+        head.earliest = NEVER
 
-    def clear(self) -> None:
-        """Forget every entry; the wheel's position (``elapsed``) stays."""
-        heads = self.heads  # in place: an expire() further up the stack holds this list
-        for head in range(len(heads)):
-            heads[head] = {}
-        self.occupied[:] = [0] * LEVELS
-        self.earliest[:] = [MAX_TICK * 2] * NSLOTS
+    def cut(self) -> None:
+        """Break every list's cycles (the wheel is being let go of)."""
+        for head in self.heads:
+            cut(head)
+        cut(self.pending)
 
     def sizeof(self) -> int:
         import sys
 
-        return sys.getsizeof(self.heads) + sum(sys.getsizeof(h) for h in self.heads)
+        return (
+            sys.getsizeof(self.heads) + len(self.heads) * sys.getsizeof(self.pending)
+            + sum(sys.getsizeof(level) for level in self.occupied)
+        )

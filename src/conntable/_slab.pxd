@@ -1,20 +1,25 @@
-# The slab: each entry's cold fields, at an index that never changes while
-# the entry lives (a "slab index").
+# The slab: each entry's cold fields and its value, at an index that never
+# changes while the entry lives (a "slab index").
 #
 # Invariant: parallel arrays of ``capacity`` elements: ``timers[i]`` (idle
-# timeout and deadline) and ``pos[i]``, the position of the entry's slot in
-# the index, or FREE_BIT | the next free slab index (FREE_END ends the list)
-# when entry i is free. The free list therefore costs no memory of its own.
+# timeout and deadline), ``values[i]`` (an owned reference to the entry's
+# value; NULL when entry i is free) and ``pos[i]``, the position of the
+# entry's slot in the index, or FREE_BIT | the next free slab index
+# (FREE_END ends the list) when entry i is free. The free list therefore
+# costs no memory of its own.
 #
 # Costs: allocate and free are O(1) pops and pushes; iteration is
-# O(capacity). 20 bytes an entry, in two arrays (a struct would pad to 24).
-# Stable indices let the wheel links and the values list refer to an entry
-# by a 32-bit number; compaction is left to the table, which knows everyone
-# who holds one.
+# O(capacity). 28 bytes an entry, in three arrays (a struct would pad).
+# Stable indices let the wheel links refer to an entry by a 32-bit number;
+# compaction is left to the table, which knows everyone who holds one.
+# The values are in a C array the table owns, not in a Python list: no
+# Python code can reach (and resize) the container, and the table's own
+# tp_traverse shows each value to the garbage collector.
 #
 # Trade-off: the hot fields (key, last activity) live in the index slot, so
 # ``touch`` never comes here; expiry, which is rarer, pays the indirection.
 
+from cpython.ref cimport PyObject
 from libc.stdint cimport uint32_t
 
 cdef extern from *:
@@ -35,6 +40,7 @@ cdef struct Timers:
 
 cdef struct Slab:
     Timers *timers
+    PyObject **values
     uint32_t *pos
     uint32_t capacity
     uint32_t free_head  # NIL when every entry is in use

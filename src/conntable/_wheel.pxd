@@ -12,12 +12,14 @@
 # entry in no list has next == NIL.
 #
 # Each slot also keeps ``earliest``, a lower bound on the ticks armed in it
-# (exact until an entry leaves), so a sleeper wakes when the first entry can
-# be due, not when a coarse slot merely starts: no wake-up only to cascade.
+# (exact until an entry leaves; reset when the slot empties), so a sleeper
+# wakes when the first entry can be due, not when a coarse slot merely
+# starts: no wake-up only to cascade. A non-empty slot is never behind the
+# wheel's position, so its bound is never behind it either.
 #
 # Costs: link, unlink and taking a whole slot are O(1); finding the next
 # occupied slot is O(LEVELS), independent of the number of entries. 8 bytes
-# of links per entry.
+# of links per entry (the table allocates the link arrays with the slab's).
 #
 # Trade-off: the wheel knows only ticks. The table decides what is due when a
 # slot comes round: entries that saw activity since they were armed are
@@ -26,7 +28,6 @@
 
 from libc.stdint cimport INT64_MAX, int64_t, uint32_t, uint64_t
 
-from conntable._memory cimport big_resize
 from conntable._slab cimport NIL
 
 cdef extern from *:
@@ -53,21 +54,6 @@ cdef struct Wheel:
     int64_t earliest[NSLOTS]     # no entry of slot h is armed before earliest[h]
     uint32_t *next               # NHEADS heads, then one node per slab entry
     uint32_t *prev
-
-
-cdef inline int wheel_resize(Wheel *w, uint32_t keep, uint32_t capacity) noexcept nogil:
-    """Room for ``capacity`` entry nodes, keeping the first ``keep``. -1 when out of memory."""
-    cdef size_t n = NHEADS + <size_t>capacity
-    cdef size_t kept = (NHEADS + <size_t>keep) * sizeof(uint32_t)
-    cdef uint32_t *nxt = <uint32_t *>big_resize(w.next, kept, n * sizeof(uint32_t))
-    if nxt == NULL:
-        return -1
-    w.next = nxt
-    cdef uint32_t *prv = <uint32_t *>big_resize(w.prev, kept, n * sizeof(uint32_t))
-    if prv == NULL:
-        return -1
-    w.prev = prv
-    return 0
 
 
 cdef inline void wheel_reset(Wheel *w, uint32_t capacity) noexcept nogil:
@@ -119,6 +105,7 @@ cdef inline void wheel_unlink(Wheel *w, uint32_t node) noexcept nogil:
     w.next[node] = NIL
     if before == after and before < NSLOTS:  # only the head is left: the slot is empty
         w.occupied[before >> LEVEL_BITS] &= ~((<uint64_t>1) << (before & SLOT_MASK))
+        w.earliest[before] = INT64_MAX  # a stale bound would name a tick nothing waits for
 
 
 cdef inline int64_t window_start(int64_t elapsed, int bits) noexcept nogil:

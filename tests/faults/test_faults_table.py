@@ -115,7 +115,8 @@ BAD_DURATIONS = {
     "nan": (NAN, ValueError), "-inf": (-INF, ValueError), "huge-int": (HUGE_INT, OverflowError),
 }
 BAD_TIMES = {**WRONG_TYPES, "nan": (NAN, ValueError), "huge-int": (HUGE_INT, OverflowError)}
-BAD_NOWS = {**BAD_TIMES, "none": (None, TypeError), "inf": (INF, ValueError), "-inf": (-INF, ValueError)}
+BAD_STARTS = {**BAD_TIMES, "inf": (INF, ValueError), "-inf": (-INF, ValueError)}  # None: time.monotonic()
+BAD_NOWS = {**BAD_STARTS, "none": (None, TypeError)}
 BAD_COUNTS = {
     **WRONG_TYPES, "float": (2.0, TypeError), "nan": (NAN, TypeError), "inf": (INF, TypeError),
     "bool": (True, TypeError), "negative": (-1, ValueError),
@@ -127,7 +128,7 @@ BAD_VALUES = {
     "add-deadline": BAD_TIMES,
     "set_deadline": BAD_TIMES,
     "expire-now": {**BAD_NOWS, "earlier": (50.0, ValueError)},
-    "Table-now": BAD_NOWS,
+    "Table-now": BAD_STARTS,
     "expire-limit": {**BAD_COUNTS, "-2**64": (-(2**64), ValueError)},
     "Table-resolution": {
         **WRONG_TYPES, "zero": (0.0, ValueError), "negative": (-0.5, ValueError),

@@ -88,7 +88,7 @@ class ConnectionManager:
     long a connection asked to close may take before it is aborted.
     ``expire_batch``: most expirations handled per loop iteration.
     ``table_factory``: builds the table, called as
-    ``table_factory(idle_timeout, resolution=resolution)`` (default
+    ``table_factory(idle_timeout, resolution=resolution, now=0.0)`` (default
     ``conntable.ConnectionTable``; ``conntable.PyConnectionTable`` works too).
     ``fd_reserve``: file descriptors kept free (default 5% of the limit, at
     least 16). Arguments are checked as the table checks its own: a wrong
@@ -129,7 +129,9 @@ class ConnectionManager:
             raise TypeError(f"table_factory must be callable or None, not {type(table_factory).__name__}")
         self._breaker = CircuitBreaker(max_connections, fd_reserve=fd_reserve)  # checks both
         factory = conntable.ConnectionTable if table_factory is None else table_factory
-        self._table = factory(math.inf if idle is None else idle, resolution=resolution)
+        # now=0.0: the clock is the loop's from the first connection on (_bind), and a loop's
+        # clock (uvloop's) may lag time.monotonic(), the table's own default.
+        self._table = factory(math.inf if idle is None else idle, resolution=resolution, now=0.0)
         self._resolution: float = self._table.resolution
 
         self._loop: Optional[asyncio.AbstractEventLoop] = None

@@ -39,7 +39,7 @@ class TableSubject:
     """A conntable table; the attributes are the table's own methods."""
 
     def __init__(self, cls: type, idle_timeout: float) -> None:
-        self.table = cls(idle_timeout, resolution=RESOLUTION)
+        self.table = cls(idle_timeout, resolution=RESOLUTION, now=0.0)  # the workloads' clocks start at 0
         self.mapping = self.table
         self.add = self.table.add
         self.touch = self.table.touch
