@@ -103,15 +103,27 @@ class Once:
         self.clock_after = self.table.now
 
 
-class IndexKey:
-    """A key whose ``__index__`` runs the hook, then answers the key."""
+class Converted:
+    """An argument whose conversion runs the hook, then answers ``value``."""
 
-    def __init__(self, key: int, trigger: Once) -> None:
-        self.key, self.trigger = key, trigger
+    def __init__(self, value: Any, trigger: Once) -> None:
+        self.value, self.trigger = value, trigger
 
-    def __index__(self) -> int:
+    def _convert(self) -> Any:
         self.trigger()
-        return self.key
+        return self.value
+
+
+class IndexKey(Converted):
+    """A key whose ``__index__`` runs the hook."""
+
+    __index__ = Converted._convert
+
+
+class FloatArg(Converted):
+    """A time or duration whose ``__float__`` runs the hook."""
+
+    __float__ = Converted._convert
 
 
 class HashKey(int):
@@ -120,28 +132,18 @@ class HashKey(int):
     trigger: Optional[Once] = None
     called = 0
 
-    def __hash__(self) -> int:
+    def _noticed(self) -> None:
         type(self).called += 1
         if self.trigger:
             self.trigger()
+
+    def __hash__(self) -> int:
+        self._noticed()
         return int.__hash__(self)
 
     def __eq__(self, other: object) -> bool:
-        type(self).called += 1
-        if self.trigger:
-            self.trigger()
+        self._noticed()
         return int.__eq__(self, other)
-
-
-class FloatArg:
-    """A time or duration whose ``__float__`` runs the hook, then answers the number."""
-
-    def __init__(self, value: float, trigger: Once) -> None:
-        self.value, self.trigger = value, trigger
-
-    def __float__(self) -> float:
-        self.trigger()
-        return self.value
 
 
 class DelValue:

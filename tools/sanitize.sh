@@ -11,7 +11,9 @@ python3 -m venv "$venv"
 CONNTABLE_SANITIZE=1 "$venv/bin/python" -m pip install --quiet --no-build-isolation --force-reinstall --no-deps "$root"
 cd "$root"
 if [ $# -eq 0 ]; then
-  set -- tests/test_table.py tests/test_lifecycle.py tests/test_stateful.py tests/test_package.py
+  set -- tests/test_table.py tests/test_lifecycle.py tests/test_stateful.py tests/test_package.py \
+    tests/test_protocols.py tests/test_differential.py tests/test_reentrancy.py tests/test_threads.py \
+    tests/test_nomemory.py tests/faults/test_faults_table.py tests/faults/test_faults_values.py
 fi
 # The Python binary is not instrumented: preload the runtime. Leak checking is
 # off because CPython keeps interned objects alive at exit by design.

@@ -325,16 +325,28 @@ class ConnectionTable:
         key = _key(key)
         old = None
         with self._lock:
-            entry = self._entries.get(key)
-            if entry is None:
-                fresh = _Entry(key, value, self._idle_timeout, math.inf)  # may run the collector
-                entry = self._entries.get(key)  # which may have added the key meanwhile
-                if entry is None:
-                    self._insert(fresh)
+            entry = self._entry_or_insert(key, value)
             if entry is not None:
                 old = entry.value
                 entry.value = value
         del old  # the old value's __del__ runs with the table consistent and unlocked
+
+    def _entry_or_insert(self, key: int, value: Any, undo: Optional[List[Any]] = None) -> Optional[_Entry]:
+        """The entry of ``key``; if absent, insert ``value`` (the table's timers) and return None.
+
+        With the lock held. An insertion is recorded in ``undo`` (if given)
+        before it happens.
+        """
+        entry = self._entries.get(key)
+        if entry is None:
+            fresh = _Entry(key, value, self._idle_timeout, math.inf)  # may run the collector
+            entry = self._entries.get(key)  # which may have added the key meanwhile
+            if entry is None:
+                if undo is not None:
+                    undo.append(fresh)
+                    undo.append(_INSERTED)
+                self._insert(fresh)
+        return entry
 
     def _take(self, key: int) -> Optional[_Entry]:
         """Remove the entry of ``key`` (None if absent); the caller drops it (and its value) last."""
@@ -388,14 +400,8 @@ class ConnectionTable:
         """``t[key]`` if present, else insert ``default`` (the table's timers) and return it."""
         key = _key(key)
         with self._lock:
-            entry = self._entries.get(key)
-            if entry is None:
-                fresh = _Entry(key, default, self._idle_timeout, math.inf)  # may run the collector
-                entry = self._entries.get(key)  # which may have added the key meanwhile
-                if entry is None:
-                    self._insert(fresh)
-                    return default
-            return entry.value
+            entry = self._entry_or_insert(key, default)
+            return default if entry is None else entry.value
 
     def popitem(self) -> Any:
         """Remove and return a ``(key, value)`` pair: the first in iteration order. KeyError if empty."""
@@ -424,18 +430,11 @@ class ConnectionTable:
         with self._lock:
             try:
                 for key, value in pairs:
-                    entry = self._entries.get(key)
-                    if entry is None:
-                        fresh = _Entry(key, value, self._idle_timeout, math.inf)  # may run the collector
-                        entry = self._entries.get(key)
-                        if entry is None:
-                            undo.append(fresh)
-                            undo.append(_INSERTED)
-                            self._insert(fresh)
-                            continue
-                    undo.append(entry)
-                    undo.append(entry.value)
-                    entry.value = value
+                    entry = self._entry_or_insert(key, value, undo)
+                    if entry is not None:
+                        undo.append(entry)
+                        undo.append(entry.value)
+                        entry.value = value
             except BaseException:
                 self._undo(undo)
                 raise
