@@ -47,6 +47,7 @@ pressure: the allocation-failure tests found it).
 
 from __future__ import annotations
 
+import functools
 import math
 import sys
 import threading
@@ -54,9 +55,10 @@ from collections.abc import ItemsView, KeysView, MutableMapping, ValuesView
 from typing import Any, Dict, Iterable, Iterator, List, Optional
 
 from . import _common as c
-from ._pywheel import DUE_NOW, HARVEST, NO_TICK, PENDING, Head, Wheel, link, push, unlink
+from ._pywheel import DUE_NOW, HARVEST, NO_TICK, Head, Wheel, link, unlink
 
 _MISSING = object()
+_expired = functools.partial(tuple.__new__, c.Expired)  # Expired((key, value, reason)), without its __new__
 _INSERTED = object()  # an update's undo record: the store was an insertion
 _MAX_KEY = c.MAX_KEY
 
@@ -595,26 +597,33 @@ class ConnectionTable:
             if not c.time_in_range(now, self._now, self._origin, self._resolution):
                 c.refuse_time(now, self._now, self._origin, self._resolution)
             self._now = now
+            whole = True  # every harvested entry is still to be returned
             try:
                 self._harvest(harvest, due, cap)
                 while True:
                     # GC-tracked allocations: a __del__ may call back and change what was harvested.
-                    expired = [c.Expired(e.key, e.value, "deadline" if e.deadline <= e.last + e.idle else "idle")
+                    expired = [_expired((e.key, e.value, "deadline" if e.deadline <= e.last + e.idle else "idle"))
                                for e in due]
                     entries = self._entries
                     now = self._now  # a __del__'s expire may have moved the clock on
-                    valid = True
-                    for e in due:
-                        if e.head is not harvest or entries.get(e.key) is not e or e.due() > now:
-                            valid = False
+                    for e in due:  # each still harvested, still in the table, still due?
+                        if e.head is not harvest or entries.get(e.key) is not e or (
+                                e.deadline > now and e.last + e.idle > now):
                             break
-                    if valid:
+                    else:
                         break
                     due = [e for e in due if e.head is harvest and entries.get(e.key) is e and e.due() <= now]
+                    whole = False
                 version = self._version + 1
-                for e in due:  # commit: nothing here can fail
-                    unlink(e)
-                    del entries[e.key]
+                if whole:  # the harvest holds exactly ``due``: drop the list as a whole
+                    for e in due:  # commit: nothing here can fail (once the loop has begun)
+                        e.prev = e.next = e.head = None
+                        del entries[e.key]
+                    harvest.prev = harvest.next = harvest
+                else:
+                    for e in due:
+                        unlink(e)
+                        del entries[e.key]
                 if due:
                     self._version = version
             finally:
@@ -635,14 +644,25 @@ class ConnectionTable:
         while True:
             while pending.prev is not pending and len(due) != cap:
                 entry = pending.prev
-                when = entry.due()
+                when = entry.last + entry.idle  # entry.due(), inlined: this loop is the mass expiry
+                if entry.deadline < when:
+                    when = entry.deadline
                 if when > now:
                     tick = self._tick_for(when)
                     wheel.place(entry, wheel.head_of(tick), tick)
                     continue
                 due.append(entry)  # if this fails, the entry is still pending
-                unlink(entry)
-                push(entry, harvest)  # first: the harvest keeps the order the entries had
+                # unlink(entry) from the tail of PENDING, then put it first in the harvest
+                # (which so keeps the order the entries had), inlined: this loop is the mass expiry.
+                before = entry.prev
+                before.next = pending
+                pending.prev = before
+                first = harvest.next
+                first.prev = entry
+                entry.next = first
+                entry.prev = harvest
+                entry.head = harvest
+                harvest.next = entry
             if len(due) == cap:
                 break
             head = wheel.next_slot()

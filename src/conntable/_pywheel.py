@@ -84,24 +84,16 @@ def unlink(entry: Any) -> None:
         head.earliest = NEVER  # a stale bound would name a tick nothing waits for
 
 
-def _between(entry: Any, before: Any, after: Any, head: Head) -> None:
-    before.next = entry
-    entry.prev = before
-    entry.next = after
-    entry.head = head
-    after.prev = entry
-
-
 def link(entry: Any, head: Head) -> None:
     """Append an unlinked ``entry`` to ``head``'s list. Allocates nothing."""
-    _between(entry, head.prev, head, head)
+    tail = head.prev
+    tail.next = entry
+    entry.prev = tail
+    entry.next = head
+    entry.head = head
+    head.prev = entry
     if head.occupied is not None:
         head.occupied[head.slot] = 1
-
-
-def push(entry: Any, head: Head) -> None:
-    """Put an unlinked ``entry`` first in ``head``'s list (a harvest: not a slot). Allocates nothing."""
-    _between(entry, head, head.next, head)
 
 
 def cut(head: Head) -> None:
