@@ -1,18 +1,31 @@
 """Build the compiled core.
 
-Environment switches (read at build time):
+Environment switches, read at build time. Each is off when unset, empty or
+``0`` and on for any other value (``import conntable`` reads
+``CONNTABLE_NO_EXTENSIONS`` by the same rule at run time):
 
-* ``CONNTABLE_NO_EXTENSIONS=1`` -- install the pure-Python twin only.
+* ``CONNTABLE_NO_EXTENSIONS=1`` -- install the pure-Python twin only (the
+  wheel is then ``py3-none-any``; the test suite notices and tests the twin).
 * ``CONNTABLE_DEBUG=1`` -- keep Cython's safety checks (bounds, wraparound,
-  initialisation), enable line tracing for coverage and write ``cython -a``
-  HTML next to the sources.
+  initialisation) and the C debug information, enable line tracing for
+  coverage and write ``cython -a`` HTML next to the sources.
 * ``CONNTABLE_SANITIZE=1`` -- compile with AddressSanitizer and
   UndefinedBehaviorSanitizer (run with ``LD_PRELOAD=$(gcc -print-file-name=libasan.so)``).
+
+A release build (neither of the last two) carries no debug information: the
+objects are compiled with ``-g0`` after the interpreter's own flags (which
+often say ``-g``) and the module is linked stripped.
+
+The ``.pyx`` is cythonized when the extension is built (Cython is a build
+requirement in ``pyproject.toml``), so the sdist ships the Cython sources
+and never generated C that could be stale or from another Cython.
 """
 
 import os
+import sys
 
 from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
 
 
 def _flag(name: str) -> bool:
@@ -23,36 +36,63 @@ NO_EXTENSIONS = _flag("CONNTABLE_NO_EXTENSIONS")
 DEBUG = _flag("CONNTABLE_DEBUG")
 SANITIZE = _flag("CONNTABLE_SANITIZE")
 
+DIRECTIVES = {
+    "language_level": 3,
+    "binding": False,
+    "embedsignature": True,
+    "boundscheck": DEBUG,
+    "wraparound": DEBUG,
+    "initializedcheck": DEBUG,
+    "cdivision": True,
+    "linetrace": DEBUG,
+}
 
-def extensions():
-    from Cython.Build import cythonize
 
-    directives = {
-        "language_level": 3,
-        "binding": False,
-        "embedsignature": True,
-        "boundscheck": DEBUG,
-        "wraparound": DEBUG,
-        "initializedcheck": DEBUG,
-        "cdivision": True,
-        "linetrace": DEBUG,
-    }
-    macros = [("CYTHON_TRACE_NOGIL", "1")] if DEBUG else []
-    compile_args = ["-O3" if not (DEBUG or SANITIZE) else "-O1", "-g"]
-    link_args = []
+class cythonize_build_ext(build_ext):
+    """Cythonize when (and only when) the extension is built, with flags for the compiler in use."""
+
+    def run(self) -> None:
+        # Here rather than in finalize_options, which sdist calls too: an sdist lists the .pyx.
+        from Cython.Build import cythonize
+
+        generated = cythonize(self.extensions, compiler_directives=DIRECTIVES, annotate=DEBUG,
+                              force=self.force)
+        for ext, cythonized in zip(self.extensions, generated):
+            ext.sources = cythonized.sources  # keep the objects setuptools has prepared
+        super().run()
+
+    def build_extension(self, ext: Extension) -> None:
+        if self.compiler.compiler_type != "msvc":  # MSVC keeps debug info in a .pdb, not the module
+            ext.extra_compile_args += gcc_like_compile_args()
+            ext.extra_link_args += gcc_like_link_args()
+        super().build_extension(ext)
+
+
+def gcc_like_compile_args() -> list:
     if SANITIZE:
-        sanitizers = ["-fsanitize=address,undefined", "-fno-omit-frame-pointer",
-                      "-fno-sanitize-recover=undefined"]
-        compile_args += sanitizers
-        link_args += sanitizers
-    ext = Extension(
-        "conntable._ctable",
-        ["src/conntable/_ctable.pyx"],
-        define_macros=macros,
-        extra_compile_args=compile_args,
-        extra_link_args=link_args,
-    )
-    return cythonize([ext], compiler_directives=directives, annotate=DEBUG)
+        return ["-O1", "-g", "-fsanitize=address,undefined", "-fno-omit-frame-pointer",
+                "-fno-sanitize-recover=undefined"]
+    if DEBUG:
+        return ["-O1", "-g"]
+    return ["-O3", "-g0"]  # after the interpreter's CFLAGS, so -g0 wins over their -g
 
 
-setup(ext_modules=[] if NO_EXTENSIONS else extensions())
+def gcc_like_link_args() -> list:
+    if SANITIZE:
+        return ["-fsanitize=address,undefined"]
+    if DEBUG:
+        return []
+    # Strip what -g0 cannot remove (the static symbol table); the module's exported
+    # PyInit_ symbol lives in the dynamic table and stays.
+    return ["-Wl,-S", "-Wl,-x"] if sys.platform == "darwin" else ["-s"]
+
+
+def extensions() -> list:
+    macros = [("CYTHON_TRACE_NOGIL", "1")] if DEBUG else []
+    return [Extension("conntable._ctable", ["src/conntable/_ctable.pyx"], define_macros=macros)]
+
+
+setup(
+    ext_modules=[] if NO_EXTENSIONS else extensions(),
+    cmdclass={} if NO_EXTENSIONS else {"build_ext": cythonize_build_ext},
+)

@@ -34,9 +34,29 @@ def test_compiled_table_is_the_default(request: pytest.FixtureRequest) -> None:
     assert out == "cython conntable._ctable"
 
 
-def test_env_var_forces_the_twin() -> None:
-    code = "import conntable; print(conntable.IMPLEMENTATION, conntable.ConnectionTable is conntable.PyConnectionTable)"
-    assert run(code, CONNTABLE_NO_EXTENSIONS="1") == "python True"
+CHOICE = "import conntable; print(conntable.IMPLEMENTATION, conntable.ConnectionTable is conntable.PyConnectionTable)"
+
+
+@pytest.mark.parametrize("value", ["1", "yes", "true", "false", "00", " "])
+def test_env_var_forces_the_twin(value: str) -> None:
+    assert run(CHOICE, CONNTABLE_NO_EXTENSIONS=value) == "python True"
+
+
+@pytest.mark.parametrize("value", ["", "0"])
+def test_env_var_off_means_what_it_means_at_build_time(request: pytest.FixtureRequest, value: str) -> None:
+    # setup.py reads the variable by the same rule: unset, "" and "0" are off.
+    expected = run(CHOICE)
+    assert run(CHOICE, CONNTABLE_NO_EXTENSIONS=value) == expected
+    if request.config.getoption("c_extensions"):
+        assert expected == "cython False"
+
+
+def test_a_normal_build_is_not_taken_for_a_pure_python_one(
+        request: pytest.FixtureRequest, pure_python_install: bool) -> None:
+    if request.config.getoption("c_extensions"):
+        assert not pure_python_install  # else a broken build would pass on the twin alone
+    else:
+        assert conntable.IMPLEMENTATION == "python"
 
 
 def test_stubs_and_marker_ship_with_the_package() -> None:

@@ -7,8 +7,10 @@ that are due (:meth:`~ConnectionTable.expire`) costs O(expired), thanks to a
 hierarchical timer wheel.
 
 ``ConnectionTable`` is the compiled class when the extension is built and
-``CONNTABLE_NO_EXTENSIONS`` is unset, else the pure-Python twin, which is
+``CONNTABLE_NO_EXTENSIONS`` is off, else the pure-Python twin, which is
 always available as ``PyConnectionTable``. ``IMPLEMENTATION`` says which.
+``CONNTABLE_NO_EXTENSIONS`` is off when unset, empty or ``0`` and on for any
+other value, the same rule as at build time (``setup.py``).
 """
 
 import os as _os
@@ -21,7 +23,7 @@ __version__ = "0.1.0"
 IMPLEMENTATION = "python"
 ConnectionTable = PyConnectionTable
 
-if not _os.environ.get("CONNTABLE_NO_EXTENSIONS"):
+if _os.environ.get("CONNTABLE_NO_EXTENSIONS", "") in ("", "0"):
     try:
         from ._ctable import ConnectionTable  # type: ignore[no-redef]
     except ImportError:  # not built: the twin serves
