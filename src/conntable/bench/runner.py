@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import importlib.util
 import datetime
 import json
 import os
@@ -59,10 +58,11 @@ class Outcome:
 
 def run(workloads: Sequence[str], sizes: Sequence[int], settings: Settings,
         progress_stream: Optional[TextIO] = None) -> Outcome:
-    jobs = [job for name in workloads for size in sizes for job in ALL[name].jobs(size, settings)]
-    progress = Progress(len(jobs), progress_stream)
+    scheduled = [((name, job.label.replace(f"n={size:,}", ""), size), job)
+                 for name in workloads for size in sizes for job in ALL[name].jobs(size, settings)]
+    progress = Progress([key for key, _ in scheduled], progress_stream)
     outcome = Outcome([], {})
-    for job in jobs:
+    for _, job in scheduled:
         progress.begin(job.label)
         try:
             produced = job.run()
@@ -93,10 +93,7 @@ def write_json(path: str, outcome: Outcome, settings: Settings, info: Dict[str, 
 
 
 def write_plot(path: str, outcome: Outcome, info: Dict[str, str]) -> None:
-    if importlib.util.find_spec("matplotlib") is None:
-        print("note: matplotlib is not installed: no plot (pip install 'conntable[bench]')", file=sys.stderr)
-        return
-    from . import plot
+    from . import plot  # matplotlib's presence was checked with the arguments (conntable.__main__)
 
     plot.draw(outcome.results, TITLES, path, "; ".join(info.values()))
     print(f"plot: {path}", file=sys.stderr)
@@ -104,7 +101,7 @@ def write_plot(path: str, outcome: Outcome, info: Dict[str, str]) -> None:
 
 def main(args: argparse.Namespace) -> int:
     settings = Settings.quick_run() if args.quick else Settings()
-    if args.repeats:
+    if args.repeats is not None:
         settings = dataclasses.replace(settings, rounds=args.repeats)
     sizes = args.sizes or (QUICK_SIZES if args.quick else SIZES)
     info = machine()
