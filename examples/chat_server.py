@@ -7,9 +7,13 @@ What it shows: ``conntable.websockets.serve`` used exactly like websockets'
 ``serve``; ``broadcast`` to ``server.connections``; a cleanup per connection
 that tells the room who left and why (``peer``, ``idle``, ``shutdown``, ...);
 an idle timeout, one heartbeat for all connections and a connection limit
-answered with HTTP 503; a stats line every few seconds; and on SIGINT or
-SIGTERM a graceful shutdown (close code 1001 to everyone, abort after the
-close timeout) that prints its summary.
+answered with HTTP 503; a stats line on stderr every ``--stats-every``
+seconds; and on SIGINT or SIGTERM a graceful shutdown (close code 1001 to
+everyone, abort after the close timeout) that prints its summary, with every
+connection refused since the start. ``--verbose`` logs every message too.
+
+Needs the ``websockets`` extra (and ``uvloop`` for the default loop):
+``pip install 'conntable[websockets,uvloop]'``.
 """
 
 from __future__ import annotations
@@ -19,10 +23,10 @@ import asyncio
 import logging
 import signal
 
-from websockets.asyncio.server import broadcast
-
 from conntable.aio import CloseReason
-from conntable.websockets import Server, ServerConnection, serve
+from conntable.websockets import Server, ServerConnection, serve  # says which extra is missing
+
+from websockets.asyncio.server import broadcast  # noqa: E402  (websockets is there by now)
 
 log = logging.getLogger("chat")
 
@@ -45,7 +49,7 @@ class ChatRoom:
         self.say(f"{name} left ({reason})")
 
     def say(self, text: str) -> None:
-        log.info("%s", text)
+        log.debug("%s", text)
         broadcast(self.server.connections, text)
 
 
@@ -80,8 +84,9 @@ async def main(args: argparse.Namespace) -> None:
         reporter.cancel()
         print("shutting down", flush=True)
     summary = server.shutdown_summary
+    refused = server.stats().rejected_total  # since the start; summary.rejected: during the shutdown
     print(f"shutdown: {summary.closed_gracefully} closed gracefully, {summary.aborted} aborted, "
-          f"{summary.rejected} refused", flush=True)
+          f"{refused} refused ({summary.rejected} during the shutdown)", flush=True)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -97,7 +102,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="answer HTTP 503 beyond this many (default: from the file-descriptor limit)")
     parser.add_argument("--close-timeout", type=float, default=5.0)
     parser.add_argument("--stats-every", type=float, default=10.0, help="seconds between stats lines")
-    parser.add_argument("--verbose", action="store_true", help="log every message")
+    parser.add_argument("--verbose", action="store_true", help="log every message as well")
 
 
 def parse_args() -> argparse.Namespace:
@@ -108,11 +113,14 @@ def parse_args() -> argparse.Namespace:
 
 if __name__ == "__main__":
     arguments = parse_args()
-    logging.basicConfig(level=logging.INFO if arguments.verbose else logging.WARNING,
+    logging.basicConfig(level=logging.DEBUG if arguments.verbose else logging.INFO,
                         format="%(asctime)s %(message)s")
     if arguments.loop == "uvloop":
-        import uvloop
-
+        try:
+            import uvloop
+        except ImportError:
+            raise SystemExit("uvloop is not installed: pip install 'conntable[uvloop]', "
+                             "or pass --loop asyncio") from None
         uvloop.run(main(arguments))
     else:
         asyncio.run(main(arguments))

@@ -2,6 +2,7 @@
 
     python examples/echo_server.py --port 8888
     nc 127.0.0.1 8888        # type lines: they come back
+    python -c "import socket; s = socket.create_connection(('127.0.0.1', 8888)); s.sendall(b'hi\\n'); print(s.recv(100))"
 
 What it shows: idle, handshake and lifetime timeouts; a per-connection task
 (the echo itself) that is cancelled when the connection ends; a cleanup
@@ -81,9 +82,9 @@ async def report(mgr: ConnectionManager, every: float) -> None:
 
 
 def expose_metrics(mgr: ConnectionManager, port: int) -> None:
-    from prometheus_client import start_http_server
+    from conntable.aio import PrometheusCollector  # says which extra is missing
 
-    from conntable.aio import PrometheusCollector
+    from prometheus_client import start_http_server
 
     PrometheusCollector(mgr)
     start_http_server(port, addr="127.0.0.1")
@@ -146,7 +147,7 @@ def main() -> None:
         try:
             import uvloop
         except ImportError:
-            parser.exit(2, "uvloop is not installed: pip install uvloop, or pass --loop asyncio\n")
+            parser.exit(2, "uvloop is not installed: pip install 'conntable[uvloop]', or pass --loop asyncio\n")
         uvloop.run(serve(args))
     else:
         asyncio.run(serve(args))

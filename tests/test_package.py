@@ -63,3 +63,16 @@ def test_stubs_and_marker_ship_with_the_package() -> None:
     here = os.path.dirname(conntable.__file__)
     assert os.path.exists(os.path.join(here, "py.typed"))
     assert os.path.exists(os.path.join(here, "_ctable.pyi"))
+
+
+@pytest.mark.parametrize("missing, code, extra", [
+    ("websockets", "import conntable.websockets", "websockets"),
+    ("prometheus_client", "from conntable.aio import PrometheusCollector", "prometheus"),
+])
+def test_a_missing_optional_dependency_names_its_extra(missing: str, code: str, extra: str) -> None:
+    # sys.modules[name] = None makes the import fail as if the package were not installed.
+    blocked = f"import sys; sys.modules[{missing!r}] = None; {code}"
+    result = subprocess.run([sys.executable, "-c", blocked], capture_output=True, text=True)
+    assert result.returncode == 1
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("ModuleNotFoundError: ") and f"pip install 'conntable[{extra}]'" in last, last

@@ -8,8 +8,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Iterator, Optional
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-from prometheus_client.registry import REGISTRY, Collector, CollectorRegistry
+try:
+    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+    from prometheus_client.registry import REGISTRY, Collector, CollectorRegistry
+except ModuleNotFoundError as missing:  # say which extra brings it
+    raise ModuleNotFoundError("conntable.aio.PrometheusCollector needs prometheus_client: "
+                              "pip install 'conntable[prometheus]'", name=missing.name) from missing
 
 if TYPE_CHECKING:
     from ._manager import ConnectionManager

@@ -17,10 +17,20 @@ connection, so each connection costs one task: its handler. The handler
 receives a :class:`ServerConnection`: websockets' class plus ``spawn``,
 ``add_cleanup`` and the manager's ``connection`` record.
 
-Requires the ``websockets`` package (14 or later; the ``websockets`` extra).
+Requires the ``websockets`` package, 17 or later (the version the tests run;
+the ``websockets`` extra).
 """
 
 from __future__ import annotations
+
+try:
+    import websockets as _websockets
+except ModuleNotFoundError as missing:  # say which extra brings it
+    raise ModuleNotFoundError("conntable.websockets needs websockets 17 or later: "
+                              "pip install 'conntable[websockets]'", name=missing.name) from missing
+if int(_websockets.__version__.split(".")[0]) < 17:
+    raise ImportError(f"conntable.websockets needs websockets 17 or later, not {_websockets.__version__}: "
+                      "pip install 'conntable[websockets]'")
 
 from ._connection import ServerConnection
 from ._heartbeat import Heartbeat
