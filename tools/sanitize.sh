@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
-# Build the compiled core with AddressSanitizer + UndefinedBehaviorSanitizer in
-# a throw-away virtual environment and run the core test suite under it.
-#   tools/sanitize.sh                 # core tests, default hypothesis profile
-#   HYPOTHESIS_PROFILE=long tools/sanitize.sh tests/test_stateful.py
+# Build the compiled core with AddressSanitizer + UndefinedBehaviorSanitizer in a throw-away
+# virtual environment and run the core test suite under it. Writes only inside the repository,
+# in build/ (ignored by git): the environment is build/sanitize-venv (SANITIZE_VENV to move it).
+#   bash tools/sanitize.sh                 # core tests, default hypothesis profile
+#   HYPOTHESIS_PROFILE=long bash tools/sanitize.sh tests/test_stateful.py
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
-venv=${SANITIZE_VENV:-/tmp/conntable-sanitize}
-python3 -m venv "$venv"
-"$venv/bin/python" -m pip install --quiet --upgrade pip "setuptools>=68" wheel "Cython>=3.1" pytest hypothesis
-CONNTABLE_SANITIZE=1 "$venv/bin/python" -m pip install --quiet --no-build-isolation --force-reinstall --no-deps "$root"
+venv=${SANITIZE_VENV:-$root/build/sanitize-venv}
+echo "sanitize.sh: building into $venv" >&2
+CONNTABLE_SANITIZE=1 bash "$root/tools/build-venv.sh" "$venv"
 cd "$root"
 if [ $# -eq 0 ]; then
   set -- tests/test_table.py tests/test_lifecycle.py tests/test_stateful.py tests/test_package.py \

@@ -2,16 +2,23 @@
 # Run the core tests of the compiled table under valgrind memcheck (slow:
 # about six minutes here) and report errors and definite leaks whose stack
 # passes through conntable's code. CPython's own known reports (unsuppressed
-# here) are counted separately.
+# here) are counted separately. Needs no activated environment: it builds the
+# release code with its debug information (CONNTABLE_SYMBOLS=1) into
+# build/valgrind-venv and writes its log to build/valgrind.log (inside the
+# repository, ignored by git; VALGRIND_VENV and VALGRIND_LOG move them).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
-log=${VALGRIND_LOG:-/tmp/conntable-valgrind.log}
+venv=${VALGRIND_VENV:-$root/build/valgrind-venv}
+log=${VALGRIND_LOG:-$root/build/valgrind.log}
+echo "valgrind.sh: building into $venv, log in $log" >&2
+mkdir -p "$(dirname "$log")"
+CONNTABLE_SYMBOLS=1 bash "$root/tools/build-venv.sh" "$venv"
 cd "$root"
 PYTHONMALLOC=malloc valgrind --tool=memcheck --leak-check=full --show-leak-kinds=definite \
   --errors-for-leak-kinds=definite --num-callers=40 --log-file="$log" \
-  python -m pytest -p no:cacheprovider -q tests/test_table.py tests/test_lifecycle.py tests/test_stateful.py \
+  "$venv/bin/python" -m pytest -p no:cacheprovider -q tests/test_table.py tests/test_lifecycle.py tests/test_stateful.py \
   -k "cython and not million"
-python3 - "$log" <<'PY'
+"$venv/bin/python" - "$log" <<'PY'
 import re, sys
 text = open(sys.argv[1]).read()
 records = re.split(r"\n==\d+== \n", text)
