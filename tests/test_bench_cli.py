@@ -77,6 +77,8 @@ def test_estimate_grows_a_case_as_its_workload_grew():
     assert estimate.job(("touch", "c", 10)) == pytest.approx(2.0)   # new case: the mean at 10
     assert estimate.job(("sweep", "a", 10)) == pytest.approx(6.0 / 120 * 10)  # s per connection
     assert estimate.remaining([("touch", "a", 100), ("touch", "b", 100)]) == pytest.approx(8.0)
+    estimate.record(("sweep", "a", 10), 0.5)                        # sweep grows as touch did
+    assert estimate.job(("sweep", "a", 100)) == pytest.approx(1.0)
 
 
 def test_progress_line_shows_the_time_left():

@@ -3,7 +3,7 @@ an estimate of the time left.
 
 The estimate prices each job still to run from the jobs already done: the same case (workload
 and row) at a smaller size, grown as that workload's other cases grew between the two sizes
-(linearly in the connection count until one has); else the mean of the workload's cases at this
+(as any workload's grew until one has, linearly in the connection count until any has); else the mean of the workload's cases at this
 size; else the seconds per connection of everything done so far. It is shown once something has finished, and it is an estimate:
 sizes do not all scale alike, and the machine may be busy.
 """
@@ -28,13 +28,15 @@ class Estimate:
         self._seconds[key] = seconds
 
     def _growth(self, workload: str, small: int, large: int) -> float:
-        """How much longer a job of ``workload`` takes at ``large`` than at ``small``, as observed."""
-        ratios = []
+        """How much longer a job takes at ``large`` than at ``small``: as this workload's cases
+        grew, else as any workload's did, else in proportion to the connection count."""
+        ratios: Dict[bool, list] = {True: [], False: []}
         for (w, row, size), seconds in self._seconds.items():
             grown = self._seconds.get((w, row, large))
-            if w == workload and size == small and grown is not None and seconds > 0:
-                ratios.append(grown / seconds)
-        return sum(ratios) / len(ratios) if ratios else large / small
+            if size == small and grown is not None and seconds > 0:
+                ratios[w == workload].append(grown / seconds)
+        observed = ratios[True] or ratios[False]
+        return sum(observed) / len(observed) if observed else large / small
 
     def job(self, key: Key) -> Optional[float]:
         if key in self._seconds:
