@@ -143,7 +143,16 @@ cdef extern from *:
 
 cdef extern from *:
     """
+    #if defined(_MSC_VER) && !defined(__clang__)
+    #include <intrin.h>
+    #if defined(_M_X64)
+    #define ct_prefetch(p) _mm_prefetch((const char *)(p), _MM_HINT_T0)
+    #else
+    #define ct_prefetch(p) ((void)(p))
+    #endif
+    #else
     #define ct_prefetch(p) __builtin_prefetch((const void *)(p))
+    #endif
     """
     void prefetch "ct_prefetch"(const void *p) noexcept nogil
 

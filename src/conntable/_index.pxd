@@ -28,9 +28,15 @@ cdef extern from *:
     """
     #define CT_EMPTY_KEY ((uint64_t)0xFFFFFFFFFFFFFFFFull)
     #define CT_NO_SLOT ((uint64_t)0xFFFFFFFFFFFFFFFFull)
+    #if defined(_MSC_VER) && !defined(__clang__)
+    #include <intrin.h>
+    /* MSVC has no 128-bit integer; __umulh is the same instruction (x64 and ARM64). */
+    static __forceinline uint64_t ct_mulhi(uint64_t a, uint64_t b) { return __umulh(a, b); }
+    #else
     static inline uint64_t ct_mulhi(uint64_t a, uint64_t b) {
         return (uint64_t)(((unsigned __int128)a * b) >> 64);
     }
+    #endif
     """
     const uint64_t EMPTY_KEY "CT_EMPTY_KEY"   # never a key: keys are < 2**63
     const uint64_t NO_SLOT "CT_NO_SLOT"

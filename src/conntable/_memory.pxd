@@ -31,7 +31,11 @@ cdef extern from *:
     static void *ct_big_alloc(size_t n) {
         void *p = NULL;
         if (n < CT_HUGE) return PyMem_RawMalloc(n ? n : 1);
+    #if defined(_WIN32)
+        p = malloc(n);  /* no posix_memalign, nor huge pages; ct_big_free's free() stays right */
+    #else
         if (posix_memalign(&p, CT_HUGE, n) != 0) return NULL;
+    #endif
     #if defined(__linux__) && defined(MADV_HUGEPAGE)
         (void)madvise(p, n, MADV_HUGEPAGE);
     #endif

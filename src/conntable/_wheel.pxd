@@ -32,8 +32,15 @@ from conntable._slab cimport NIL
 
 cdef extern from *:
     """
+    #if defined(_MSC_VER) && !defined(__clang__)
+    #include <intrin.h>
+    /* MSVC has no __builtin_ctzll/clzll; like them, undefined for 0 (never passed). */
+    static __forceinline int ct_ctz64(uint64_t x) { unsigned long i = 0; _BitScanForward64(&i, x); return (int)i; }
+    static __forceinline int ct_clz64(uint64_t x) { unsigned long i = 0; _BitScanReverse64(&i, x); return 63 - (int)i; }
+    #else
     #define ct_ctz64(x) ((int)__builtin_ctzll(x))
     #define ct_clz64(x) ((int)__builtin_clzll(x))
+    #endif
     """
     int ctz64 "ct_ctz64"(uint64_t x) noexcept nogil
     int clz64 "ct_clz64"(uint64_t x) noexcept nogil
