@@ -4,6 +4,7 @@ line's estimate of the time left learns from the jobs already done."""
 from __future__ import annotations
 
 import io
+import json
 import subprocess
 import sys
 
@@ -41,7 +42,6 @@ def test_an_output_path_that_is_a_directory_is_refused(capsys, tmp_path):
 
 
 def test_plot_formats_are_matplotlibs(capsys, tmp_path):
-    pytest.importorskip("matplotlib")  # without it, --plot is refused outright (next test)
     err = usage_error(capsys, "bench", "--plot", str(tmp_path / "x.foo"))
     assert "must end in one of" in err and ".png" in err
     args = parse_args(["bench", "--plot", str(tmp_path / "x.svg"), "--json", str(tmp_path / "x.json")])
@@ -96,3 +96,18 @@ def test_progress_line_shows_the_time_left():
     # Written before a@100 is recorded: a@100 and b@100 are left, each 2 s x 10 connections.
     assert "~40s left" in second
     assert format_duration(3725) == "62m05s"
+
+
+def test_a_tiny_run_writes_its_tables_json_and_plot(tmp_path):
+    json_path, plot_path = tmp_path / "r.json", tmp_path / "r.png"
+    run = subprocess.run(
+        [sys.executable, "-m", "conntable", "bench", "--quick", "--workloads", "touch", "--sizes", "100",
+         "--repeats", "1", "--json", str(json_path), "--plot", str(plot_path)],
+        capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert "touch: one activity on a random live connection" in run.stdout
+    assert "left" in run.stderr  # the progress line's estimate
+    results = json.loads(json_path.read_text())["results"]
+    assert {r["subject"] for r in results} >= {"conntable", "conntable-py", "dict-store"}
+    assert all(r["size"] == 100 and r["value"] > 0 for r in results if r["value"] is not None)
+    assert plot_path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
