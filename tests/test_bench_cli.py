@@ -72,8 +72,9 @@ def test_estimate_grows_a_case_as_its_workload_grew():
     estimate.record(("touch", "a", 10), 1.0)
     estimate.record(("touch", "b", 10), 3.0)
     assert estimate.job(("touch", "a", 100)) == pytest.approx(10.0)  # no growth seen: linear
-    estimate.record(("touch", "a", 100), 2.0)                       # a grew 2x from 10 to 100
+    estimate.record(("touch", "a", 100), 2.0)       # a grew 2x per 10x: cost ~ size ** log10(2)
     assert estimate.job(("touch", "b", 100)) == pytest.approx(6.0)
+    assert estimate.job(("touch", "a", 1000)) == pytest.approx(4.0)  # the same growth, one more 10x
     assert estimate.job(("touch", "c", 10)) == pytest.approx(2.0)   # new case: the mean at 10
     assert estimate.job(("sweep", "a", 10)) == pytest.approx(6.0 / 120 * 10)  # s per connection
     assert estimate.remaining([("touch", "a", 100), ("touch", "b", 100)]) == pytest.approx(8.0)

@@ -2,17 +2,19 @@
 an estimate of the time left.
 
 The estimate prices each job still to run from the jobs already done: the same case (workload
-and row) at a smaller size, grown as that workload's other cases grew between the two sizes
-(as any workload's grew until one has, linearly in the connection count until any has); else the mean of the workload's cases at this
-size; else the seconds per connection of everything done so far. It is shown once something has finished, and it is an estimate:
-sizes do not all scale alike, and the machine may be busy.
+and row) at a smaller size, grown as ``size ** e``, where ``e`` is how this workload's cases grew
+with size so far (any workload's until it has two sizes; 1 until any has); else the mean of the
+workload's cases at this size; else the seconds per connection of everything done so far. It is
+shown once something has finished, and it is an estimate: sizes do not all scale alike, and the
+machine may be busy.
 """
 
 from __future__ import annotations
 
+import math
 import sys
 import time
-from typing import Callable, Dict, Optional, Sequence, TextIO, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, TextIO, Tuple
 
 #: (workload, row, connection count): what a job's cost is estimated from.
 Key = Tuple[str, str, int]
@@ -23,20 +25,32 @@ class Estimate:
 
     def __init__(self) -> None:
         self._seconds: Dict[Key, float] = {}
+        self._exponents: Optional[Dict[str, List[float]]] = None  # per workload, from _seconds
 
     def record(self, key: Key, seconds: float) -> None:
         self._seconds[key] = seconds
+        self._exponents = None
 
     def _growth(self, workload: str, small: int, large: int) -> float:
-        """How much longer a job takes at ``large`` than at ``small``: as this workload's cases
-        grew, else as any workload's did, else in proportion to the connection count."""
-        ratios: Dict[bool, list] = {True: [], False: []}
-        for (w, row, size), seconds in self._seconds.items():
-            grown = self._seconds.get((w, row, large))
-            if size == small and grown is not None and seconds > 0:
-                ratios[w == workload].append(grown / seconds)
-        observed = ratios[True] or ratios[False]
-        return sum(observed) / len(observed) if observed else large / small
+        """How much longer a job takes at ``large`` than at ``small``.
+
+        Cost grows as ``size ** e``; ``e`` is what the cases already measured at two sizes
+        showed (this workload's if it has any, else any workload's), or 1 until some have.
+        """
+        if self._exponents is None:
+            by_case: Dict[Tuple[str, str], List[Tuple[int, float]]] = {}
+            for (w, row, size), seconds in self._seconds.items():
+                by_case.setdefault((w, row), []).append((size, seconds))
+            self._exponents = {}
+            for (w, _), points in by_case.items():
+                for size, seconds in points:
+                    for size2, seconds2 in points:
+                        if size2 > size and seconds > 0 and seconds2 > 0:
+                            self._exponents.setdefault(w, []).append(
+                                math.log(seconds2 / seconds) / math.log(size2 / size))
+        observed = self._exponents.get(workload) or [e for es in self._exponents.values() for e in es]
+        exponent = sum(observed) / len(observed) if observed else 1.0
+        return (large / small) ** exponent
 
     def job(self, key: Key) -> Optional[float]:
         if key in self._seconds:
