@@ -109,6 +109,7 @@ def test_a_tiny_run_writes_its_tables_json_and_plot(tmp_path):
     assert "touch: one activity on a random live connection" in run.stdout
     assert "left" in run.stderr  # the progress line's estimate
     results = json.loads(json_path.read_text())["results"]
-    assert {r["subject"] for r in results} >= {"conntable", "conntable-py", "dict-store"}
+    expected = {"conntable-py", "dict-store"} | ({"conntable"} if conntable.IMPLEMENTATION == "cython" else set())
+    assert {r["subject"] for r in results} >= expected
     assert all(r["size"] == 100 and r["value"] > 0 for r in results if r["value"] is not None)
     assert plot_path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
