@@ -1,6 +1,6 @@
 """Load run across worker processes: real WebSocket connections to N workers sharing one port.
 
-    python benchmarks/load_workers.py --connections 20000 --workers 2 --clients 4 --plot docs/load-workers.png
+    python benchmarks/load_workers.py --connections 20000 --workers 2 --clients 4 --plot load-workers.png
 
 ``load_ws.py``'s run (the same clients, timeline, traffic and reset waves:
 read its docstring), served by ``conntable.workers.run`` on ``--workers``

@@ -1,6 +1,6 @@
 """Load run: as many real WebSocket connections as the descriptor limit allows, against one uvloop server.
 
-    python benchmarks/load_ws.py --plot docs/load-ws.png
+    python benchmarks/load_ws.py --plot load-ws.png      # --plot docs/load-ws.png replaces the committed image
 
 One server process (uvloop, the echo handler of ``e2e_websockets``), in
 three variants, each in a fresh process:

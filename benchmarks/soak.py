@@ -1,6 +1,6 @@
 """Soak run: round after round of connect, idle, expire and abort; the server must come back to baseline.
 
-    python benchmarks/soak.py --rounds 25 --plot docs/soak.png
+    python benchmarks/soak.py --rounds 25 --plot soak.png      # --plot docs/soak.png replaces the committed image
 
 One server process (uvloop) runs three ``conntable.websockets`` servers,
 each with its own ``ConnectionManager`` (resolution 0.1 s, close_timeout
