@@ -15,8 +15,9 @@ import functools
 import gc
 import os
 import socket
+import ssl
 import struct
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from conntable.aio import CloseReason, ConnectionManager, ManagedProtocol, ShutdownSummary
 
@@ -25,6 +26,35 @@ HOST = "127.0.0.1"
 TEST_TIMEOUT = 60.0
 #: Hang guard for one awaited condition.
 WAIT_TIMEOUT = 20.0
+
+
+class FrameworkExit(BaseException):
+    """A framework's own BaseException subclass (as trio's Cancelled or gevent's GreenletExit are)."""
+
+
+#: What user callbacks are attacked with: BaseExceptions that ``except Exception`` does not catch.
+BASE_EXCEPTIONS = {
+    "GeneratorExit": GeneratorExit,
+    "CancelledError": asyncio.CancelledError,
+    "FrameworkExit": FrameworkExit,
+    "KeyboardInterrupt": KeyboardInterrupt,
+    "SystemExit": SystemExit,
+}
+#: Those that still stop the program, once the record has ended.
+EXITS = (KeyboardInterrupt, SystemExit)
+
+
+@functools.lru_cache(maxsize=None)
+def tls_contexts() -> Tuple[ssl.SSLContext, ssl.SSLContext]:
+    """(server, client) contexts with real certificates for 127.0.0.1, from a test CA (trustme)."""
+    import trustme
+
+    ca = trustme.CA()
+    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert(HOST).configure_cert(server)
+    client = ssl.create_default_context()
+    ca.configure_trust(client)
+    return server, client
 
 
 def open_fds() -> int:

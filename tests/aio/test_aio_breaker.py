@@ -8,9 +8,9 @@ import resource
 import socket
 
 import pytest
-from aio_support import HOST, Scenario, Tracked, eventually, open_fds, read_until_eof
+from aio_support import HOST, FakeTransport, Scenario, Tracked, eventually, open_fds, read_until_eof
 
-from conntable.aio import CircuitBreaker, CloseReason, ConnectionManager
+from conntable.aio import CircuitBreaker, CloseReason, ConnectionManager, ManagedProtocol
 from conntable.aio._listeners import Listeners
 
 # -- the state machine, with an injected descriptor count -----------------------
@@ -279,5 +279,60 @@ def test_descriptor_reserve_on_real_sockets(run):
             await sc.finish()
         finally:
             resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+    run(scenario())
+
+
+def test_refusals_are_answered_only_while_half_the_reserve_is_free(run):
+    async def scenario():
+        fds = Fds(100)
+        breaker = CircuitBreaker(10_000, fd_limit=200, fd_reserve=20, count_fds=fds)
+        # 100 other descriptors: free = 200 - 100 - (held + 1).
+        assert breaker.can_answer(88)  # 11 free
+        assert breaker.can_answer(89)  # 10 free: half the reserve
+        assert not breaker.can_answer(90)
+
+    run(scenario())
+
+
+
+class WaitsForTheRequest(ManagedProtocol):
+    """Refused, it would answer once the request arrives (as an HTTP 503 would): a silent peer holds it."""
+
+    answered = 0
+
+    def connection_rejected(self, transport):
+        WaitsForTheRequest.answered += 1
+
+
+def test_silent_refused_peers_cannot_take_the_descriptor_reserve(run):
+    """Past half the descriptor reserve, a refusal is aborted at once instead of waiting for its answer.
+
+    Transports that own no socket and a descriptor count derived from the
+    connections held (100 others), so that the policy is seen exactly; the
+    child-process floods (tests/faults) show it against real descriptors.
+    """
+
+    async def scenario():
+        mgr = ConnectionManager(idle_timeout=60.0, max_connections=10, close_timeout=30.0)
+        accepted = []  # one descriptor per accepted connection, on top of 100 others
+        mgr._breaker = CircuitBreaker(10, fd_limit=200, fd_reserve=40, count_fds=lambda: 100 + len(accepted))
+        WaitsForTheRequest.answered = 0
+        factory = mgr.protocol_factory(WaitsForTheRequest)
+        adapters, transports = [], []
+        for _ in range(100):
+            transports.append(FakeTransport())
+            accepted.append(transports[-1])
+            adapters.append(factory())
+            adapters[-1].connection_made(transports[-1])
+        stats = mgr.stats()
+        assert stats.opened_total == 10 and stats.rejected_total == 90
+        # Free descriptors: 200 - 100 - held. Refusals wait for their answer while 20 (half the reserve) stay free.
+        assert WaitsForTheRequest.answered == 200 - 100 - 20 - 10
+        aborted = [t for t in transports if t.aborts]
+        assert len(aborted) == 90 - WaitsForTheRequest.answered
+        assert all(t.closes == 0 for t in transports)  # the answered ones wait (close_timeout)
+        await mgr.shutdown(grace=0)
+        assert len(mgr) == 0
 
     run(scenario())

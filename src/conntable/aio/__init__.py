@@ -9,8 +9,11 @@
 
 Every connection gets an id (never reused), lives in a
 ``conntable.ConnectionTable``, is closed when idle or overdue, has its tasks
-cancelled and its cleanups run exactly once however it ends, and is refused
-when the process is short of file descriptors. See :class:`ConnectionManager`.
+cancelled and its cleanups run exactly once however it ends (whatever its
+callbacks raise), and is refused when the process is short of file
+descriptors. With ``ssl=`` the manager runs the TLS handshakes itself, so TLS
+connections are counted and timed out from their TCP accept. See
+:class:`ConnectionManager`.
 
 ``PrometheusCollector`` (prometheus_client required, imported on first use)
 exposes :meth:`ConnectionManager.stats` to a Prometheus registry.

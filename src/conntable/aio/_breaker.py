@@ -25,6 +25,15 @@ open before the manager sees one of them. ``accept_burst`` is that many
 descriptors (set by the manager for its servers on that loop, 0 elsewhere):
 they are kept free on top of ``fd_reserve``, and the manager stops reading
 its listening sockets whenever they are not (:meth:`burst_fits`).
+
+Refusals: a refused connection is still a descriptor until it is closed,
+and a protocol that answers refusals (an HTTP 503, after a TLS handshake)
+holds it until the peer has read the answer, up to ``close_timeout``. A flood
+of silent clients would fill the reserve with such refusals. So a refusal
+is answered only while at least half the reserve would stay free
+(:meth:`can_answer`); otherwise the manager aborts it at once. A refusal that
+answers and closes at once never gets near that; silent ones held for their
+answer cannot take more than half the reserve.
 """
 
 from __future__ import annotations
@@ -123,6 +132,11 @@ class CircuitBreaker:
         """
         self.accept_burst = burst
         self._derive()
+
+    def can_answer(self, held: int) -> bool:
+        """Whether a connection refused now may wait for its answer (``held`` others held, it not counted)."""
+        free = self.free_fds(held + 1)  # its descriptor exists already
+        return free is None or free >= self.fd_reserve // 2
 
     def free_fds(self, held: int) -> Optional[int]:
         """Estimated free descriptors while the manager holds ``held`` connections."""

@@ -23,7 +23,8 @@ __all__ = ("Connection", "ConnectionState", "CloseReason")
 class ConnectionState(enum.Enum):
     """Where a connection is in its life."""
 
-    #: Open, no byte received yet (only when a handshake timeout is set).
+    #: Open, no byte received yet (only when a handshake timeout is set), or
+    #: still in its TLS handshake (when the manager runs TLS).
     NEW = "new"
     #: Open and admitted.
     OPEN = "open"
@@ -55,7 +56,7 @@ class CloseReason(str, enum.Enum):
     ERROR = "error"
     #: No activity for ``idle_timeout``.
     IDLE = "idle"
-    #: No first byte within ``handshake_timeout``.
+    #: No first byte within ``handshake_timeout``, or a TLS handshake not done in time.
     HANDSHAKE = "handshake"
     #: Open for ``max_lifetime``.
     LIFETIME = "lifetime"

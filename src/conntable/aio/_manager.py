@@ -19,7 +19,13 @@ How the pieces fit:
   that brings no ``connection_lost``, it is forgotten. Close timeouts need no
   timers of their own, and an empty table means every connection is gone.
 * Every way a connection ends goes through ``_end``, which runs once per
-  connection: out of the table, tasks cancelled, cleanups run LIFO.
+  connection: out of the table, tasks cancelled, cleanups run LIFO. What a
+  user callback raises anywhere on the way is contained (see ``_log``): the
+  record still ends, exactly once, and the sweeper never stops.
+* TLS (``ssl=`` to :meth:`ConnectionManager.create_server` or
+  :meth:`ConnectionManager.protocol_factory`): the loop listens in plain TCP,
+  so a connection is registered at accept, and the manager upgrades it with
+  ``loop.start_tls`` under its own deadline (see ``_tls``).
 """
 
 from __future__ import annotations
@@ -31,17 +37,19 @@ from typing import Any, Callable, Coroutine, List, Optional, Set, Tuple, TypeVar
 
 import conntable
 from conntable import Expired
-from conntable._common import check_resolution, check_size, check_timeout
+from conntable._common import check_resolution, check_size
 
+from ._arguments import grace_seconds, optional_seconds
 from ._breaker import CircuitBreaker
 from ._connection import AdapterRef, CloseReason, Connection, ConnectionState
 from ._listeners import DEFAULT_BACKLOG, Listeners
-from ._log import CALLBACK_ERRORS, log_failure, logger
+from ._log import EXITS, failed, logger, propagate
 from ._protocol import _Adapter, adapter_for
 from ._registry import register
 from ._resources import rss_bytes
 from ._stats import ResourceStats, ShutdownSummary, empty_closed_counts
 from ._sweeper import Sweeper
+from ._tls import TLSUpgrade, serves_tls_itself
 
 __all__ = ("ConnectionManager",)
 
@@ -55,19 +63,6 @@ ABORTING = ConnectionState.ABORTING
 CLOSED = ConnectionState.CLOSED
 
 
-def _seconds(name: str, value: Optional[float]) -> Optional[float]:
-    """A positive duration, checked as the table checks its own; None and math.inf mean no limit (None)."""
-    if value is None:
-        return None
-    seconds = check_timeout(name, value)
-    return None if seconds == math.inf else seconds
-
-
-def _grace(value: float) -> float:
-    """``shutdown``'s grace: 0 (abort at once) or a duration as the table checks it; math.inf waits for ever."""
-    return 0.0 if value == 0 else check_timeout("grace", value)
-
-
 def _is_server(server: Any) -> bool:
     return callable(getattr(server, "close", None)) and callable(getattr(server, "wait_closed", None))
 
@@ -77,7 +72,8 @@ class ConnectionManager:
 
     ``idle_timeout``: close a connection after this long without activity
     (None: never). ``handshake_timeout``: close a connection that sent no
-    byte this long after it opened (None: no limit). ``max_lifetime``: close
+    byte this long after it opened (None: no limit); with TLS run by the
+    manager (``ssl=``), this covers the TLS handshake too. ``max_lifetime``: close
     any connection this long after it opened (None: no limit).
     ``max_connections``: open the circuit breaker at this many connections
     (None: the process's file-descriptor limit minus ``fd_reserve``, minus
@@ -93,7 +89,8 @@ class ConnectionManager:
     ``fd_reserve``: file descriptors kept free (default 5% of the limit, at
     least 16). Arguments are checked as the table checks its own: a wrong
     type raises TypeError, a value out of range ValueError, naming the
-    argument.
+    argument. Nothing a user callback raises stops expiry or leaves a
+    connection half ended (see ``_log``).
 
     A manager binds to the running loop at its first connection and serves
     that loop only. Use it through :meth:`protocol_factory`,
@@ -116,10 +113,10 @@ class ConnectionManager:
     ) -> None:
         # Every argument is checked before anything is built, with the table's own checks
         # (a custom table_factory may check nothing).
-        idle = _seconds("idle_timeout", idle_timeout)
-        self._handshake_timeout = _seconds("handshake_timeout", handshake_timeout)
-        self._max_lifetime = _seconds("max_lifetime", max_lifetime)
-        close = _seconds("close_timeout", close_timeout)
+        idle = optional_seconds("idle_timeout", idle_timeout)
+        self._handshake_timeout = optional_seconds("handshake_timeout", handshake_timeout)
+        self._max_lifetime = optional_seconds("max_lifetime", max_lifetime)
+        close = optional_seconds("close_timeout", close_timeout)
         if close is None:  # a connection that will not close must be aborted some time
             raise ValueError(f"close_timeout must be a finite number of seconds, got {close_timeout!r}")
         self._close_timeout = close
@@ -129,7 +126,7 @@ class ConnectionManager:
             raise TypeError(f"table_factory must be callable or None, not {type(table_factory).__name__}")
         self._breaker = CircuitBreaker(max_connections, fd_reserve=fd_reserve)  # checks both
         factory = conntable.ConnectionTable if table_factory is None else table_factory
-        # now=0.0: the clock is the loop's from the first connection on (_bind), and a loop's
+        # now=0.0: the clock is the loop's from the first connection on (_register), and a loop's
         # clock (uvloop's) may lag time.monotonic(), the table's own default.
         self._table = factory(math.inf if idle is None else idle, resolution=resolution, now=0.0)
         self._resolution: float = self._table.resolution
@@ -150,6 +147,7 @@ class ConnectionManager:
         self._abandoned: List[int] = []  # ids queued by the weak-reference callback
         self._empty_waiter: Optional[asyncio.Future[None]] = None
         self._stopping = False
+        self._stopped = False  # shutdown finished: the sweeper runs only while late arrivals are held
         self._shutdown_task: Optional[asyncio.Task[ShutdownSummary]] = None
         self._summary: Optional[ShutdownSummary] = None  # set while shutting down
 
@@ -187,27 +185,56 @@ class ConnectionManager:
         return self._breaker.max_connections
 
     # -- wiring into asyncio ---------------------------------------------------
-    def protocol_factory(self, factory: ProtocolFactory) -> ProtocolFactory:
+    def protocol_factory(
+        self,
+        factory: ProtocolFactory,
+        *,
+        ssl: Any = None,
+        ssl_handshake_timeout: Optional[float] = None,
+        ssl_shutdown_timeout: Optional[float] = None,
+    ) -> ProtocolFactory:
         """Wrap a protocol factory so that each connection it serves is managed.
 
         Pass the result to ``loop.create_server`` or ``loop.create_connection``.
         The loop then sees an adapter (``transport.get_protocol()``), whose
-        ``protocol`` attribute is the instance ``factory()`` returned.
+        ``protocol`` attribute is the instance ``factory()`` returned. A
+        factory that raises (or returns no protocol) is logged, and its
+        connection is counted and aborted (reason ``error``).
+
+        ``ssl``: a server-side ``ssl.SSLContext``. Give it here, not to the
+        loop: the loop then serves plain TCP, so each connection is in the
+        table from its accept, the breaker counts it, and the manager runs
+        the TLS handshake (``loop.start_tls``) within ``handshake_timeout``
+        (else ``ssl_handshake_timeout``, default 60 s) before the protocol's
+        ``connection_made`` receives the TLS transport.
+        ``ssl_shutdown_timeout`` is passed to ``start_tls``. A server made
+        with ``loop.create_server(..., ssl=...)`` does its handshakes before
+        the manager sees its connections: none of this covers them.
         """
         if not callable(factory):  # here, not inside the loop at the first accept
             raise TypeError(f"the protocol factory must be callable, not {type(factory).__name__}")
+        tls = None if ssl is None else TLSUpgrade(ssl, ssl_handshake_timeout, ssl_shutdown_timeout)
+        if tls is None and (ssl_handshake_timeout is not None or ssl_shutdown_timeout is not None):
+            raise ValueError("ssl_handshake_timeout and ssl_shutdown_timeout are only meaningful with ssl")
 
         def managed_protocol() -> asyncio.BaseProtocol:
-            return adapter_for(self, factory())
+            return adapter_for(self, factory, tls)
 
         return managed_protocol
 
     async def create_server(
         self, factory: ProtocolFactory, host: Any = None, port: Any = None, **kwargs: Any
     ) -> asyncio.AbstractServer:
-        """``loop.create_server`` with managed connections; the server is shut down with the manager."""
+        """``loop.create_server`` with managed connections; the server is shut down with the manager.
+
+        With ``ssl=``, the TLS handshake is the manager's (see :meth:`protocol_factory`):
+        ``ssl``, ``ssl_handshake_timeout`` and ``ssl_shutdown_timeout`` go there,
+        every other keyword argument to the loop.
+        """
         loop = asyncio.get_running_loop()
-        server = await loop.create_server(self.protocol_factory(factory), host, port, **kwargs)
+        tls = {name: kwargs.pop(name) for name in ("ssl", "ssl_handshake_timeout", "ssl_shutdown_timeout")
+               if name in kwargs}
+        server = await loop.create_server(self.protocol_factory(factory, **tls), host, port, **kwargs)
         self._watch(server, kwargs.get("backlog", DEFAULT_BACKLOG))
         return server
 
@@ -225,8 +252,18 @@ class ConnectionManager:
         On asyncio's selector loop the manager also keeps descriptors free for
         the connections the server may accept before the manager sees them,
         and stops reading its listening sockets while they are not free.
+        A server made with ``ssl=`` runs its TLS handshakes before the manager
+        sees the connection (no handshake timeout, not counted by the
+        breaker): give ``ssl`` to :meth:`protocol_factory` instead. Where the
+        server shows it (asyncio's), that is logged as a warning.
         """
         self._watch(server, None)
+        if serves_tls_itself(server):
+            logger.warning(
+                "server %r does its own TLS handshakes: the manager sees its connections only once "
+                "the handshake is done (no handshake_timeout, not counted by the breaker). Pass "
+                "ssl= to ConnectionManager.create_server or protocol_factory instead.", server,
+            )
 
     def _watch(self, server: asyncio.AbstractServer, backlog: Optional[int]) -> None:
         if not _is_server(server):  # shutdown() would fail on it, every time
@@ -234,7 +271,7 @@ class ConnectionManager:
                             f"not {type(server).__name__}")
         self._servers.append(server)
         if self._stopping:
-            server.close()
+            self._close_server(server)
         elif self._listeners.add(server, backlog):
             self._reserve_accept_burst(server.get_loop())
 
@@ -303,12 +340,16 @@ class ConnectionManager:
         except BaseException:  # a bad or unknown id, a closed loop...: the coroutine never runs
             coro.close()
             raise
+        self._adopt(conn, task)
+        return task
+
+    def _adopt(self, conn: Connection, task: "asyncio.Task[Any]") -> None:
+        """Make ``task`` one of ``conn``'s: cancelled when it ends, waited for by shutdown."""
         if conn._tasks is None:
             conn._tasks = set()
         conn._tasks.add(task)
         self._tasks.add(task)
         task.add_done_callback(functools.partial(self._task_done, conn))
-        return task
 
     def _live(self, conn_id: int) -> Connection:
         conn: Optional[Connection] = self._table.get(conn_id)
@@ -323,7 +364,7 @@ class ConnectionManager:
             conn._tasks.discard(task)
         if not task.cancelled():
             exc = task.exception()
-            if exc is not None:
+            if exc is not None:  # any BaseException: asyncio raised KeyboardInterrupt/SystemExit already
                 logger.error("connection %d: task %r failed", conn.id, task, exc_info=exc)
 
     # -- reports ---------------------------------------------------------------
@@ -375,7 +416,7 @@ class ConnectionManager:
         same shutdown. ``grace`` is a number of seconds: 0 aborts at once,
         math.inf waits for ever; anything else raises before anything changes.
         """
-        seconds = _grace(grace)
+        seconds = grace_seconds("grace", grace)
         if self._shutdown_task is None:
             self._shutdown_task = asyncio.ensure_future(self._shut_down(seconds))
         # Shielded: a caller that gives up waiting does not leave a half-closed manager.
@@ -393,41 +434,81 @@ class ConnectionManager:
             self._listeners_recheck.cancel()
         summary = self._summary = ShutdownSummary()
         for server in self._servers:
-            server.close()
-            summary.servers_closed += 1
-        loop, sweeper = self._loop, self._sweeper
-        if loop is not None and sweeper is not None:
+            if self._close_server(server):
+                summary.servers_closed += 1
+        loop = self._loop
+        if loop is not None:  # else no connection ever came
             deadline = loop.time() + grace
             for conn in list(self._table.values()):
                 if conn.state is OPEN or conn.state is NEW:
-                    self._begin_close(conn, CloseReason.SHUTDOWN, deadline)
+                    self._guarded(conn, "closing for shutdown", self._begin_close, conn, CloseReason.SHUTDOWN, deadline)
             await self._until_empty(grace)
             now = loop.time()
             for conn in list(self._table.values()):
                 if conn.state is not ABORTING:
-                    self._abort(conn, now)
+                    self._guarded(conn, "aborting for shutdown", self._abort, conn, now)
             await self._until_empty(self._close_timeout)
             for conn in list(self._table.values()):  # aborted, and still no connection_lost
                 self._end(conn, CloseReason.ABANDONED)
-            await sweeper.stop()
-            if self._clock_handle is not None:
-                self._clock_handle.cancel()
-            self._clock_fresh = True  # no more clock timers
-            for task in list(self._tasks):  # normally none: ended connections cancelled theirs
-                if self._cancel(task):
-                    summary.tasks_cancelled += 1
-            if self._tasks:
-                await asyncio.wait(list(self._tasks), timeout=self._close_timeout)
-            summary.tasks_still_running = len(self._tasks)
-            if self._tasks:
-                logger.warning("%d connection tasks ignored cancellation", len(self._tasks))
-        for server in self._servers:
-            try:
-                await asyncio.wait_for(server.wait_closed(), self._close_timeout)
-            except asyncio.TimeoutError:
-                logger.warning("server %r did not finish closing", server)
+        # From here on, a connection that still arrives (accepted before the servers closed, or
+        # from a server the manager does not know) is refused, and the sweeper runs only while
+        # such connections are held (see _register and _end).
+        self._stopped = True
+        if self._sweeper is not None and not len(self._table):
+            await self._sweeper.stop()
+        if self._clock_handle is not None:
+            self._clock_handle.cancel()
+        self._clock_fresh = True  # no more clock timers
+        for task in list(self._tasks):  # normally none: ended connections cancelled theirs
+            if self._cancel(task):
+                summary.tasks_cancelled += 1
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=self._close_timeout)
+        summary.tasks_still_running = len(self._tasks)
+        if self._tasks:
+            logger.warning("%d connection tasks ignored cancellation", len(self._tasks))
+        await self._servers_closed()
         self._summary = None
         return summary
+
+    async def _servers_closed(self) -> None:
+        """Wait for every server's ``wait_closed()``, together, up to ``close_timeout``.
+
+        Each runs as a task of its own, so what a server of the user's raises
+        is that task's (asyncio lets KeyboardInterrupt and SystemExit out of
+        the loop itself) and is logged here; shutdown goes on.
+        """
+        closing = {}
+        for server in self._servers:
+            try:
+                closing[asyncio.ensure_future(server.wait_closed())] = server
+            except BaseException as exc:  # not awaitable, or raised at once
+                logger.error("server %r failed to finish closing", server, exc_info=exc)
+                propagate(exc if isinstance(exc, EXITS) else None)
+        if not closing:
+            return
+        done, pending = await asyncio.wait(closing, timeout=self._close_timeout)
+        for task in pending:
+            logger.warning("server %r did not finish closing", closing[task])
+            task.cancel()
+        if pending:
+            await asyncio.wait(pending, timeout=self._close_timeout)
+        for task in done:
+            if task.cancelled():  # its wait_closed() raised CancelledError: nobody cancelled it
+                logger.error("server %r failed to finish closing: cancelled", closing[task])
+            elif task.exception() is not None:
+                logger.error("server %r failed to finish closing", closing[task], exc_info=task.exception())
+
+    @staticmethod
+    def _close_server(server: asyncio.AbstractServer) -> bool:
+        """``server.close()``; what a server of the user's raises is logged, and shutdown goes on."""
+        try:
+            server.close()
+        except BaseException as exc:
+            logger.error("server %r failed to close", server, exc_info=exc)
+            propagate(exc if isinstance(exc, EXITS) else None)
+            return False
+        return True
 
     async def _until_empty(self, timeout: float) -> None:
         """Wait until the table is empty (one future, completed by ``_end``) or ``timeout``."""
@@ -442,11 +523,11 @@ class ConnectionManager:
     # -- the connection life cycle (called by the adapters and the sweeper) ----
     def _bind(self) -> asyncio.AbstractEventLoop:
         loop = asyncio.get_running_loop()
-        self._loop = loop
-        self._table.expire(loop.time())  # from now on the table's clock is the loop's
+        sweeper = Sweeper(loop, self._table, self._expire_batch, self._on_due)
+        self._loop, self._sweeper = loop, sweeper
+        # From now on the table's clock is the loop's: the caller (_register) moves it first.
         self._clock_fresh = False
-        self._sweeper = Sweeper(loop, self._table, self._expire_batch, self._on_due)
-        self._sweeper.start()
+        sweeper.start()
         return loop
 
     def _advance_clock(self, now: float) -> None:
@@ -459,36 +540,60 @@ class ConnectionManager:
         self._clock_fresh = False
         self._clock_handle = None
 
-    def _register(self, adapter: _Adapter, transport: asyncio.BaseTransport) -> Connection:
-        """Put a new connection in the table: admitted, or refused and closing."""
+    def _register(
+        self, adapter: _Adapter, transport: asyncio.BaseTransport, tls: Optional[TLSUpgrade] = None
+    ) -> Connection:
+        """Put a new connection in the table: admitted, or refused and closing.
+
+        All or nothing: if the table (a custom one) raises, nothing is left
+        in it and the caller aborts the transport. ``tls``: the connection
+        starts with a TLS handshake, due by ``handshake_timeout`` or, without
+        one, by the upgrade's own handshake timeout.
+        """
         loop = self._loop or self._bind()
         now = loop.time()
         if not self._clock_fresh:
             self._advance_clock(now)
+        if self._stopped:
+            self._sweeper.start()  # type: ignore[union-attr]  # a late arrival: see _shut_down
         table = self._table
         conn_id = self._last_id = self._last_id + 1
         ref = AdapterRef(adapter, self._adapter_collected, conn_id)
         conn = Connection(conn_id, transport.get_extra_info("peername"), now, table, ref)
-        if self._stopping or not self._breaker.admit(len(table), now):
-            conn.state = CLOSING
-            conn.close_reason = CloseReason.REJECTED
-            table.add(conn_id, conn, idle_timeout=math.inf, deadline=now + self._close_timeout)
-            self._rejected_total += 1
-            if self._summary is not None:
-                self._summary.rejected += 1
-        else:
-            deadline = None if self._max_lifetime is None else now + self._max_lifetime
-            if self._handshake_timeout is not None:
-                conn.state = NEW
-                first_byte_by = now + self._handshake_timeout
-                deadline = first_byte_by if deadline is None else min(deadline, first_byte_by)
-            table.add(conn_id, conn, deadline=deadline)
-            self._opened_total += 1
+        try:
+            if self._stopping or not self._breaker.admit(len(table), now):
+                # Refused. Held (CLOSING) for its protocol to answer, up to close_timeout, while
+                # half the descriptor reserve stays free; else aborted at once (ABORTING: see _breaker).
+                conn.state = CLOSING if self._breaker.can_answer(len(table)) else ABORTING
+                conn.close_reason = CloseReason.REJECTED
+                table.add(conn_id, conn, idle_timeout=math.inf, deadline=now + self._close_timeout)
+                self._rejected_total += 1
+                if self._summary is not None:
+                    self._summary.rejected += 1
+            else:
+                deadline = None if self._max_lifetime is None else now + self._max_lifetime
+                handshake = self._handshake_timeout
+                if tls is not None:
+                    handshake = tls.handshake_timeout if handshake is None else min(handshake, tls.handshake_timeout)
+                if handshake is not None:
+                    conn.state = NEW
+                    first_byte_by = now + handshake
+                    deadline = first_byte_by if deadline is None else min(deadline, first_byte_by)
+                table.add(conn_id, conn, deadline=deadline)
+                self._opened_total += 1
+            due = table.due(conn_id)
+        except BaseException:
+            conn._adapter_ref = None  # no callback for a connection that never was
+            if conn_id in table:
+                del table[conn_id]
+            if self._stopped and not len(table):
+                self._sweeper.stop_soon()  # type: ignore[union-attr]
+            raise
         if len(table) > self._peak:
             self._peak = len(table)
         if self._listeners.burst:
             self._check_listeners()
-        self._sweeper.wake_if_earlier(table.due(conn_id))  # type: ignore[union-attr]
+        self._sweeper.wake_if_earlier(due)  # type: ignore[union-attr]
         return conn
 
     def _check_listeners(self) -> None:
@@ -532,15 +637,43 @@ class ConnectionManager:
             lifetime = None if self._max_lifetime is None else conn.opened_at + self._max_lifetime
             self._table.set_deadline(conn.id, lifetime)
 
+    def _tls_established(self, conn: Connection) -> None:
+        """The TLS handshake is done: what is left is ``handshake_timeout``'s first byte, if any."""
+        if conn.state is not NEW:
+            return
+        if self._handshake_timeout is None:
+            self._first_activity(conn)
+            return
+        deadline = conn.opened_at + self._handshake_timeout
+        if self._max_lifetime is not None:
+            deadline = min(deadline, conn.opened_at + self._max_lifetime)
+        self._table.set_deadline(conn.id, deadline)
+        self._sweeper.wake_if_earlier(deadline)  # type: ignore[union-attr]
+
     def _on_due(self, expired: List[Expired], now: float) -> None:
-        # The table gave these back already: one that fails (a transport whose close() or abort()
-        # raises) is forgotten, and the others are still handled.
+        # The table gave these back already: each is handled on its own, so that one that fails
+        # (a transport whose close() or abort() raises) is forgotten and the others still are handled.
         for conn_id, conn, why in expired:
-            try:
-                self._due(conn, why, now)
-            except CALLBACK_ERRORS:
-                logger.exception("connection %d: expiry failed; forgetting it", conn_id)
-                self._end(conn, CloseReason.ERROR)
+            self._guarded(conn, "expiry", self._due, conn, why, now)
+
+    def _guarded(self, conn: Connection, what: str, step: Callable[..., None], *args: Any) -> None:
+        """Run one step of closing ``conn``; if it raises, log it, end the connection and abort its transport.
+
+        User callbacks are contained where they are called; this catches what
+        the transport (``close()``, ``abort()``) or a custom table raises.
+        """
+        try:
+            step(*args)
+        except BaseException as exc:
+            pending = failed(conn.id, f"{what} (the connection is forgotten)", exc)
+            transport = conn.transport  # before _end lets go of the adapter
+            self._end(conn, CloseReason.ERROR)
+            if transport is not None:
+                try:
+                    transport.abort()
+                except BaseException as error:  # nothing more can be done for it
+                    pending = failed(conn.id, "aborting the forgotten connection", error) or pending
+            propagate(pending)
 
     def _due(self, conn: Connection, why: str, now: float) -> None:
         state = conn.state
@@ -587,16 +720,25 @@ class ConnectionManager:
             transport.abort()
 
     def _end(self, conn: Connection, reason: CloseReason) -> None:
-        """The one way out, run once per connection: forget it, cancel its tasks, run its cleanups."""
+        """The one way out, run once per connection: forget it, cancel its tasks, run its cleanups.
+
+        Nothing stops it half way: what a cleanup (or a custom table, or a
+        task's ``cancel``) raises is logged and the rest still runs;
+        KeyboardInterrupt and SystemExit propagate once it is done.
+        """
         was = conn.state
         if was is CLOSED:
             return
         conn.state = CLOSED
         reason = conn.close_reason = conn.close_reason or reason
         conn._adapter_ref = None  # a dropped weak reference never calls back
+        pending: Optional[BaseException] = None
         table = self._table
-        if conn.id in table:
-            del table[conn.id]
+        try:
+            if conn.id in table:
+                del table[conn.id]
+        except BaseException as exc:  # a custom table
+            pending = failed(conn.id, "removal from the table", exc)
         self._closed_total[reason] += 1
         summary = self._summary
         if summary is not None and reason is not CloseReason.REJECTED:  # refusals are counted at arrival
@@ -606,23 +748,30 @@ class ConnectionManager:
                 summary.closed_gracefully += 1
         if conn._tasks:
             for task in list(conn._tasks):
-                if self._cancel(task) and summary is not None:
-                    summary.tasks_cancelled += 1
+                try:
+                    if self._cancel(task) and summary is not None:
+                        summary.tasks_cancelled += 1
+                except BaseException as exc:  # a task factory's task
+                    pending = failed(conn.id, f"cancelling task {task!r}", exc) or pending
         cleanups = conn._cleanups
         if cleanups:
             conn._cleanups = None
             for callback in reversed(cleanups):
                 try:
                     callback(reason)
-                except CALLBACK_ERRORS:
-                    log_failure(conn.id, f"cleanup {callback!r}")
+                except BaseException as exc:
+                    pending = failed(conn.id, f"cleanup {callback!r}", exc) or pending
         held = len(table)
         if self._breaker.is_open:
             self._breaker.reconsider(held)
         if self._listeners.burst:
             self._check_listeners()
-        if not held and self._empty_waiter is not None and not self._empty_waiter.done():
-            self._empty_waiter.set_result(None)
+        if not held:
+            if self._empty_waiter is not None and not self._empty_waiter.done():
+                self._empty_waiter.set_result(None)
+            if self._stopped:
+                self._sweeper.stop_soon()  # type: ignore[union-attr]  # the last late arrival is gone
+        propagate(pending)
 
     def _cancel(self, task: "asyncio.Task[Any]") -> bool:
         """Cancel ``task`` unless it is done or was cancelled already; return whether it was."""

@@ -21,15 +21,32 @@ Hot path: ``data_received`` costs one call to ``manager.touch`` (one C call
 into the table, plus a clock read at most once per ``resolution``) and one
 call through a bound method stored at ``connection_made``: no allocation and
 no timer handle per call.
+
+What the user's code raises (see ``_log``): the factory, ``connection_made``,
+``connection_lost`` and the two hooks are called here, and whatever they
+raise is logged with the connection id; the connection is aborted (or, for a
+hook, closed) and still ends exactly once. The calls the transport makes
+straight through (``data_received``, ``buffer_updated``, ``get_buffer``,
+``eof_received``, ``pause_writing``, ``resume_writing``) are not wrapped, to
+keep the hot path as it is: the transport reports what they raise to the
+loop's exception handler, whose report names the adapter (and so the
+connection id), and (when receiving failed) aborts the connection, which then
+ends as usual with ``connection_lost``. KeyboardInterrupt and SystemExit from
+those leave the loop on asyncio, the connection still open and under its
+timeouts; uvloop reports them like the others and aborts the connection.
+
+TLS (``_TLSStreamAdapter``, ``_TLSBufferedAdapter``): registered at accept,
+upgraded by the manager, then handed to the user's protocol (see ``_tls``).
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Any, Callable, ClassVar, Coroutine, Optional
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Coroutine, List, Optional
 
 from ._connection import CloseReason, Connection, ConnectionState
-from ._log import CALLBACK_ERRORS, log_failure, logger
+from ._log import EXITS, failed, logger, propagate
+from ._tls import TLSUpgrade, handshake_failure, start_now
 
 if TYPE_CHECKING:
     from ._manager import ConnectionManager
@@ -125,42 +142,22 @@ class _Adapter(asyncio.BaseProtocol):
     # -- the transport's calls ----------------------------------------------
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         self.transport = transport
-        try:
-            conn = self._conn = self._manager._register(self, transport)
-        except Exception:  # e.g. a custom table that is full: never leave a socket unmanaged
-            logger.exception("could not register a new connection")
-            transport.abort()
-            return
-        self._conn_id = conn.id
-        protocol = self.protocol
-        if isinstance(protocol, _ManagedMixin):
-            protocol.connection = conn
-            protocol.manager = self._manager
-        if conn.close_reason is CloseReason.REJECTED:
-            self._refuse()
-            return
-        deliver = getattr(protocol, self._DELIVER)
-        # The first byte ends the handshake; after that the user's method is called directly.
-        self._deliver = self._first_data if conn.state is ConnectionState.NEW else deliver
-        self._started = True
-        try:
-            protocol.connection_made(transport)
-        except CALLBACK_ERRORS:
-            log_failure(conn.id, "connection_made")
-            conn.close_reason = conn.close_reason or CloseReason.ERROR
-            transport.abort()  # connection_lost follows and ends the connection
+        conn = self._admit(transport, None)
+        if conn is not None:
+            self._start(conn, transport)
 
     def connection_lost(self, exc: Optional[Exception]) -> None:
         conn = self._conn
-        try:
-            if self._started:
+        pending = None
+        if self._started:
+            try:
                 self.protocol.connection_lost(exc)
-        except CALLBACK_ERRORS:
-            log_failure(self._conn_id, "connection_lost")
-        finally:
-            if conn is not None:
-                reason = CloseReason.ERROR if exc is not None else CloseReason.PEER if self._eof else CloseReason.CLOSED
-                self._manager._end(conn, reason)
+            except BaseException as error:
+                pending = failed(self._conn_id, "connection_lost", error)
+        if conn is not None:
+            reason = CloseReason.ERROR if exc is not None else CloseReason.PEER if self._eof else CloseReason.CLOSED
+            self._manager._end(conn, reason)
+        propagate(pending)
 
     def pause_writing(self) -> None:
         if self._started:
@@ -181,21 +178,66 @@ class _Adapter(asyncio.BaseProtocol):
         """Close the connection through the protocol's ``close_requested`` hook, or plainly."""
         self._call_hook("close_requested", reason)
 
+    def __repr__(self) -> str:
+        # Named in the loop's reports of what the protocol's methods raise.
+        return f"<conntable connection {self._conn_id}: {type(self.protocol).__qualname__}>"
+
     # -- internals -----------------------------------------------------------
+    def _admit(self, transport: asyncio.BaseTransport, tls: Optional[TLSUpgrade]) -> Optional[Connection]:
+        """Register with the manager; None, with the transport aborted, if that failed."""
+        try:
+            conn = self._conn = self._manager._register(self, transport, tls)
+        except BaseException as exc:  # e.g. a custom table that is full: never leave a socket unmanaged
+            logger.error("could not register a new connection; aborting it", exc_info=exc)
+            transport.abort()
+            propagate(exc if isinstance(exc, EXITS) else None)
+            return None
+        self._conn_id = conn.id
+        protocol = self.protocol
+        if isinstance(protocol, _ManagedMixin):
+            protocol.connection = conn
+            protocol.manager = self._manager
+        return conn
+
+    def _start(self, conn: Connection, transport: asyncio.BaseTransport) -> None:
+        """Hand the connection to the user's protocol: ``connection_rejected``, or ``connection_made``."""
+        if conn.close_reason is CloseReason.REJECTED:
+            self._refuse()
+            return
+        protocol = self.protocol
+        self._started = True
+        try:
+            deliver = getattr(protocol, self._DELIVER)
+            # The first byte ends the handshake; after that the user's method is called directly.
+            self._deliver = self._first_data if conn.state is ConnectionState.NEW else deliver
+            protocol.connection_made(transport)
+        except BaseException as exc:
+            pending = failed(conn.id, "connection_made", exc)
+            conn.close_reason = conn.close_reason or CloseReason.ERROR
+            transport.abort()  # connection_lost follows and ends the connection
+            propagate(pending)
+
     def _refuse(self) -> None:
+        conn = self._conn
+        if conn is not None and conn.state is ConnectionState.ABORTING:  # no room to wait for an answer
+            assert self.transport is not None
+            self.transport.abort()
+            return
         self._call_hook("connection_rejected")
 
     def _call_hook(self, hook: str, *args: Any) -> None:
         """Call a :class:`ManagedProtocol` hook; a plain protocol, or a failed hook, gets ``close()``."""
         transport = self.transport
         assert transport is not None
+        pending = None
         if isinstance(self.protocol, _ManagedMixin):
             try:
                 getattr(self.protocol, hook)(transport, *args)
                 return
-            except CALLBACK_ERRORS:
-                log_failure(self._conn_id, hook)
+            except BaseException as exc:
+                pending = failed(self._conn_id, hook, exc)
         transport.close()
+        propagate(pending)
 
     def _activity(self, data: Any) -> None:
         """``data_received`` / ``buffer_updated``: record activity, then hand the data on."""
@@ -236,8 +278,217 @@ class _BufferedAdapter(_Adapter, asyncio.BufferedProtocol):
     buffer_updated = _Adapter._activity  # type: ignore[assignment]
 
 
-def adapter_for(manager: "ConnectionManager", protocol: asyncio.BaseProtocol) -> _Adapter:
-    """The adapter that fits ``protocol``: buffered for a BufferedProtocol, else stream."""
-    if isinstance(protocol, asyncio.BufferedProtocol):
-        return _BufferedAdapter(manager, protocol)
-    return _StreamAdapter(manager, protocol)
+class _FactoryFailed(ManagedProtocol):
+    """Stands in for the protocol that a factory failed to build: its connection is counted, then aborted.
+
+    Without it, asyncio would keep the accepted socket open until the garbage
+    collector found it. What the factory raised is logged with the id the
+    connection gets, and KeyboardInterrupt/SystemExit propagate once it ended.
+    """
+
+    def __init__(self, error: BaseException) -> None:
+        self.error: Optional[BaseException] = error
+
+    def _report(self) -> None:
+        error, self.error = self.error, None
+        if error is not None:
+            pending = failed(self.connection.id, "the protocol factory", error)
+            if pending is not None:
+                self.add_cleanup(lambda _reason: propagate(pending))
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._report()
+        self.connection.close_reason = CloseReason.ERROR
+        transport.abort()
+
+    def connection_rejected(self, transport: asyncio.BaseTransport) -> None:
+        self._report()
+        transport.close()
+
+
+def _answers_refusals(protocol: asyncio.BaseProtocol) -> bool:
+    """Whether ``protocol`` has a ``connection_rejected`` of its own (that may want to write)."""
+    return isinstance(protocol, _ManagedMixin) and type(protocol).connection_rejected is not (
+        _ManagedMixin.connection_rejected
+    )
+
+
+class _TLSMixin:
+    """The TLS adapters' part: register at accept, upgrade, then start the user's protocol (see ``_tls``).
+
+    The TLS layer hands over the first application data (and an EOF) in the
+    same call that completes the handshake, before ``start_tls`` returns:
+    until the user's protocol has started, what arrives is held and then
+    replayed to it, in order, after its ``connection_made``.
+    """
+
+    __slots__ = ()
+    # Provided by _Adapter, and by the concrete classes' slots:
+    _tls: TLSUpgrade
+    _handshake: Optional["asyncio.Task[None]"]
+    _early: Optional[List[bytes]]  # data that arrived before the user's protocol started
+    _scratch: memoryview  # where the TLS layer writes it (buffered adapters)
+
+    def _setup_tls(self, tls: TLSUpgrade) -> None:
+        adapter: Any = self
+        self._tls = tls
+        self._handshake = None
+        self._early = None
+        adapter._deliver = self._hold
+        if isinstance(self, _BufferedAdapter):
+            adapter._get_buffer = self._hold_buffer
+
+    def _hold(self, data: Any) -> None:
+        chunk = bytes(self._scratch[:data]) if isinstance(self, _BufferedAdapter) else bytes(data)
+        if self._early is None:
+            self._early = []
+        self._early.append(chunk)
+
+    def _hold_buffer(self, sizehint: int) -> memoryview:
+        self._scratch = memoryview(bytearray(sizehint if sizehint > 0 else 65536))
+        return self._scratch
+
+    def _replay(self, conn: Connection, transport: asyncio.BaseTransport, early: List[bytes]) -> None:
+        """Hand the held data, as the transport would have, to the protocol it now feeds.
+
+        That is this adapter (which passes it on to the user's protocol, or
+        discards it for a refused connection), or whatever a refusal hook put
+        on the transport (``conntable.websockets`` puts its 503 responder).
+        """
+        adapter: Any = self
+        target: Any = transport.get_protocol()
+        try:
+            for chunk in early:
+                if conn.state is ConnectionState.CLOSED or transport.is_closing():
+                    return
+                if isinstance(target, asyncio.BufferedProtocol):
+                    view = memoryview(chunk)
+                    while view:
+                        buffer = memoryview(target.get_buffer(len(view))).cast("B")
+                        size = min(len(buffer), len(view))
+                        if not size:
+                            raise RuntimeError("get_buffer() returned an empty buffer")
+                        buffer[:size] = view[:size]
+                        view = view[size:]
+                        target.buffer_updated(size)
+                else:
+                    target.data_received(chunk)
+            if adapter._eof and not transport.is_closing():
+                target.eof_received()
+        except BaseException as exc:  # as the transport does when the protocol fails: abort
+            pending = failed(conn.id, "receiving the first data", exc)
+            transport.abort()
+            propagate(pending)
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        adapter: Any = self
+        adapter.transport = transport
+        conn = adapter._admit(transport, self._tls)
+        if conn is None:
+            return
+        if isinstance(adapter.protocol, _FactoryFailed):  # no protocol to hand it to: no TLS work
+            adapter._start(conn, transport)
+            return
+        if conn.close_reason is CloseReason.REJECTED and (
+            conn.state is ConnectionState.ABORTING or not _answers_refusals(adapter.protocol)
+        ):
+            adapter._refuse()  # closed before any TLS work: nobody would answer it, or no room to
+            return
+        manager = adapter._manager
+        try:
+            self._handshake = start_now(manager._loop, self._upgrade(transport, conn), f"conntable-tls-{conn.id}")
+        except BaseException as exc:  # start_tls refused the transport
+            pending = failed(conn.id, "starting TLS", exc)
+            conn.close_reason = conn.close_reason or CloseReason.ERROR
+            transport.abort()  # connection_lost (still ours) ends the connection
+            propagate(pending)
+            return
+        manager._adopt(conn, self._handshake)  # cancelled if the connection ends another way
+
+    async def _upgrade(self, raw: asyncio.Transport, conn: Connection) -> None:
+        adapter: Any = self
+        manager = adapter._manager
+        tls = self._tls
+        try:
+            # asyncio's own handshake timeout is a backstop: the manager's deadline comes first.
+            secure = await manager._loop.start_tls(
+                raw, self, tls.context, server_side=True,
+                ssl_handshake_timeout=tls.handshake_timeout + manager.close_timeout,
+                ssl_shutdown_timeout=tls.shutdown_timeout,
+            )
+        except BaseException as exc:
+            self._handshake = None
+            logger.debug("connection %d: TLS handshake failed: %r", conn.id, exc)
+            manager._end(conn, handshake_failure(exc))
+            if isinstance(exc, (asyncio.CancelledError, *EXITS)):
+                raise
+            return
+        self._handshake = None
+        early, self._early = self._early, None
+        adapter._deliver = _discard  # _start sets the user's
+        if isinstance(self, _BufferedAdapter):
+            adapter._get_buffer = adapter.protocol.get_buffer
+        # Closed during the handshake: asyncio returns None, uvloop a transport already closing.
+        if secure is None or secure.is_closing() or conn.state in (ConnectionState.ABORTING, ConnectionState.CLOSED):
+            if secure is not None and not secure.is_closing():
+                secure.abort()
+            manager._end(conn, handshake_failure(None))
+            return
+        adapter.transport = secure
+        if conn.close_reason is not None and conn.close_reason is not CloseReason.REJECTED:
+            secure.close()  # asked to close during the handshake, which still got done
+            return
+        manager._tls_established(conn)
+        adapter._start(conn, secure)
+        if early or adapter._eof:
+            self._replay(conn, secure, early or [])
+
+    def request_close(self, reason: CloseReason) -> None:
+        adapter: Any = self
+        if self._handshake is not None:  # the user's protocol has not started: nothing to say
+            adapter.transport.close()
+        else:
+            _Adapter.request_close(adapter, reason)
+
+    def connection_lost(self, exc: Optional[Exception]) -> None:
+        adapter: Any = self
+        if self._handshake is not None:  # the TLS layer gave up on the handshake (its task ends it too)
+            adapter._manager._end(adapter._conn, handshake_failure(exc))
+        else:
+            _Adapter.connection_lost(adapter, exc)
+
+
+class _TLSStreamAdapter(_TLSMixin, _StreamAdapter):
+    __slots__ = ("_tls", "_handshake", "_early")
+
+    def __init__(self, manager: "ConnectionManager", protocol: asyncio.BaseProtocol, tls: TLSUpgrade) -> None:
+        super().__init__(manager, protocol)
+        self._setup_tls(tls)
+
+
+class _TLSBufferedAdapter(_TLSMixin, _BufferedAdapter):
+    __slots__ = ("_tls", "_handshake", "_early", "_scratch")
+
+    def __init__(self, manager: "ConnectionManager", protocol: asyncio.BaseProtocol, tls: TLSUpgrade) -> None:
+        super().__init__(manager, protocol)
+        self._setup_tls(tls)
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        # asyncio's TLS layer fills the buffer through slices of it (buf[offset:]); the slices of
+        # a bytearray, which get_buffer commonly returns, are copies: without the view, data is lost.
+        return memoryview(self._get_buffer(sizehint))
+
+
+def adapter_for(
+    manager: "ConnectionManager", factory: Callable[[], asyncio.BaseProtocol], tls: Optional[TLSUpgrade] = None
+) -> _Adapter:
+    """The adapter for one connection, around ``factory()``: buffered for a BufferedProtocol, else stream."""
+    try:
+        protocol = factory()
+    except BaseException as exc:  # the stand-in reports it with the connection's id
+        protocol = _FactoryFailed(exc)
+    # (A factory that returns something that is no protocol fails in _start, aborted and logged.)
+    buffered = isinstance(protocol, asyncio.BufferedProtocol)
+    if tls is not None:
+        return (_TLSBufferedAdapter if buffered else _TLSStreamAdapter)(manager, protocol, tls)
+    return _BufferedAdapter(manager, protocol) if buffered else _StreamAdapter(manager, protocol)

@@ -16,6 +16,14 @@ pass to take about ``BUDGET`` seconds. It starts small and at most doubles
 per pass (slow start), so the first pass of a burst cannot stall the loop
 either. Measured on the benchmark (5000 connections due in the same
 ``resolution`` slot), a fixed 1000 per pass made 50 ms loop stalls.
+
+Nothing stops it but :meth:`Sweeper.stop`: whatever ``on_due`` raises (its
+owner contains failures per entry; this is the last line) is logged, and a
+table whose ``next_expiry`` or ``expire`` raises (a custom table) is logged
+and tried again after a pause that doubles from ``RETRY_FIRST`` up to
+``RETRY_MAX`` while the failures go on, so a broken table costs a bounded
+amount of CPU and expiry resumes as soon as it works again. KeyboardInterrupt
+and SystemExit are handed to the loop (see ``_log``), the task carries on.
 """
 
 from __future__ import annotations
@@ -26,8 +34,9 @@ import time
 from typing import Any, Callable, List, Optional
 
 from conntable import Expired
+from conntable._common import check_size
 
-from ._log import CALLBACK_ERRORS, logger
+from ._log import EXITS, logger, propagate
 
 __all__ = ("Sweeper",)
 
@@ -38,6 +47,9 @@ MIN_SLEEP = 0.001
 BUDGET = 0.005
 #: The size of the first pass of a burst (at most ``batch``).
 FIRST_PASS = 64
+#: Pause after the table first fails, doubled per failure in a row up to RETRY_MAX.
+RETRY_FIRST = 0.001
+RETRY_MAX = 1.0
 
 
 def _wake(waiter: "asyncio.Future[None]") -> None:
@@ -55,21 +67,26 @@ class Sweeper:
         batch: int,
         on_due: Callable[[List[Expired], float], None],
     ) -> None:
+        self._batch = check_size("batch", batch, minimum=1)
+        if not callable(on_due):
+            raise TypeError(f"on_due must be callable, not {type(on_due).__name__}")
         self._loop = loop
         self._table = table
-        self._batch = batch
         self._on_due = on_due
         self._waiter: Optional[asyncio.Future[None]] = None
         # When the current sleep ends; -inf while awake (an awake sweeper
         # looks at the table again before sleeping, so nothing needs to wake it).
         self._sleeping_until = -math.inf
         self._task: Optional[asyncio.Task[None]] = None
+        self._ending: List[asyncio.Task[None]] = []  # cancelled by stop_soon, not yet waited for
         #: How many times the sweeper woke up: a test can check that an idle
         #: manager does not wake at all.
         self.wakeups = 0
 
     def start(self) -> None:
-        self._task = self._loop.create_task(self._run(), name="conntable-sweeper")
+        """Start the task, unless it is running already."""
+        if not self.running:
+            self._task = self._loop.create_task(self._run(), name="conntable-sweeper")
 
     @property
     def running(self) -> bool:
@@ -84,29 +101,52 @@ class Sweeper:
 
     async def stop(self) -> None:
         """Cancel the task and wait until it is done."""
-        task = self._task
-        if task is None:
-            return
-        task.cancel()
-        await asyncio.wait([task])
+        self.stop_soon()
+        ending = [task for task in self._ending if not task.done()]
+        self._ending.clear()
+        if ending:
+            await asyncio.wait(ending)
+
+    def stop_soon(self) -> None:
+        """Cancel the task without waiting (it ends at the loop's next turn); :meth:`start` may follow at once."""
+        task, self._task = self._task, None
+        if task is not None and not task.done():
+            task.cancel()
+            self._ending = [ending for ending in self._ending if not ending.done()]
+            self._ending.append(task)
 
     async def _run(self) -> None:
         loop = self._loop
         table = self._table
         limit = min(FIRST_PASS, self._batch)
+        retry = RETRY_FIRST
         while True:
             now = loop.time()
-            when = table.next_expiry()
-            if when is None or when > now:
+            # Only synchronous calls in here: a CancelledError they raise is theirs, never this
+            # task's cancellation, which arrives at an await.
+            try:
+                when = table.next_expiry()
+                if when is None or when > now:
+                    expired = None
+                else:
+                    started = time.perf_counter()
+                    expired = table.expire(now, limit)
+            except BaseException as exc:
+                logger.error("the sweeper's table failed; trying again in %g s", retry, exc_info=exc)
+                propagate(exc if isinstance(exc, EXITS) else None)
+                await asyncio.sleep(retry)
+                retry = min(2 * retry, RETRY_MAX)
+                continue
+            retry = RETRY_FIRST
+            if expired is None:
                 await self._sleep(when, now)
                 continue
-            started = time.perf_counter()
-            expired = table.expire(now, limit)
             if expired:
                 try:
                     self._on_due(expired, now)
-                except CALLBACK_ERRORS:  # a bug, but expiry must go on; not this task's cancellation (no await)
-                    logger.exception("handling expired connections failed")
+                except BaseException as exc:  # a bug in on_due: expiry must go on
+                    logger.error("handling expired entries failed", exc_info=exc)
+                    propagate(exc if isinstance(exc, EXITS) else None)
             full = len(expired) >= limit
             del expired  # never keep the last batch (its connections) alive while sleeping
             if full:
@@ -131,7 +171,8 @@ class Sweeper:
             await waiter
             self.wakeups += 1
         finally:
-            self._waiter = None
-            self._sleeping_until = -math.inf
+            if self._waiter is waiter:  # not a task started since (see stop_soon)
+                self._waiter = None
+                self._sleeping_until = -math.inf
             if handle is not None:
                 handle.cancel()
