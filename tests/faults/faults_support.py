@@ -21,6 +21,7 @@ HOST = "127.0.0.1"
 #: Hang guard for one test, one child process, or one awaited condition.
 HANG_GUARD = 30.0
 EXAMPLE = pathlib.Path(__file__).resolve().parents[2] / "examples" / "echo_server.py"
+TLS_SERVER = pathlib.Path(__file__).resolve().parent / "tls_server.py"
 LOOP_KINDS = ("asyncio", "uvloop")
 
 
@@ -78,15 +79,19 @@ class EchoServer:
 
     ``fd_limit`` lowers the child's RLIMIT_NOFILE before it starts. Use as a
     context manager: the child is killed on the way out if it is still running.
+    ``script`` and ``banner`` run another server of the same shape (it prints
+    ``<banner> HOST:PORT ...`` once listening, and the same stats lines).
     """
 
-    def __init__(self, loop_kind: str, *args: str, fd_limit: Optional[int] = None) -> None:
+    def __init__(self, loop_kind: str, *args: str, fd_limit: Optional[int] = None,
+                 script: pathlib.Path = EXAMPLE, banner: str = "echo server on") -> None:
         def lower_fd_limit() -> None:
             if fd_limit is not None:
                 resource.setrlimit(resource.RLIMIT_NOFILE, (fd_limit, fd_limit))
 
+        port_args = ["--port", "0"] if script == EXAMPLE else []
         self.process = subprocess.Popen(
-            [sys.executable, str(EXAMPLE), "--host", HOST, "--port", "0", "--loop", loop_kind, *args],
+            [sys.executable, str(script), "--host", HOST, *port_args, "--loop", loop_kind, *args],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=lower_fd_limit,
         )
         self.log: List[str] = []
@@ -99,8 +104,8 @@ class EchoServer:
             self.banner = self.process.stdout.readline()  # type: ignore[union-attr]
         finally:
             watchdog.cancel()
-        assert self.banner.startswith(f"echo server on {HOST}:"), self.banner + "".join(self.log)
-        self.port = int(self.banner.split()[3].rsplit(":", 1)[1])
+        assert self.banner.startswith(f"{banner} {HOST}:"), self.banner + "".join(self.log)
+        self.port = int(self.banner[len(banner):].split()[0].rsplit(":", 1)[1])
 
     def _collect_log(self) -> None:
         for line in self.process.stderr:  # type: ignore[union-attr]

@@ -56,7 +56,8 @@ class WsScenario(Scenario):
             handler or self.echo, HOST, 0, create_connection=self.connection_class, **serve_kwargs)
         if own_manager:
             self.mgr = server.manager
-        self.uri = f"ws://{HOST}:{server.sockets[0].getsockname()[1]}"
+        scheme = "ws" if serve_kwargs.get("ssl") is None else "wss"
+        self.uri = f"{scheme}://{HOST}:{server.sockets[0].getsockname()[1]}"
         return server
 
     async def echo(self, ws: ServerConnection) -> None:

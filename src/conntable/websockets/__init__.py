@@ -15,7 +15,9 @@ then abort); one heartbeat on a timer wheel pings all quiet connections and
 closes unresponsive ones with 1011, instead of a keepalive task per
 connection, so each connection costs one task: its handler. The handler
 receives a :class:`ServerConnection`: websockets' class plus ``spawn``,
-``add_cleanup`` and the manager's ``connection`` record.
+``add_cleanup`` and the manager's ``connection`` record. With ``ssl=``, the
+manager (not the loop) runs the TLS handshake: a TLS connection counts
+against ``max_connections`` from its TCP accept.
 
 Requires the ``websockets`` package, 17 or later (the version the tests run;
 the ``websockets`` extra).

@@ -27,6 +27,12 @@ No task per connection and no task per ping: pings and close frames are
 written synchronously through the Sans-I/O protocol (see
 ``ServerConnection._write_ping`` and ``_write_failure``), and the answer is
 read from the manager's activity record rather than from a pong waiter.
+
+A connection whose beat raises (a ``create_connection`` subclass, a failing
+transport, a custom table of the manager's: any BaseException) is logged
+with its id and aborted; the other connections' beats go on, and so does the
+heartbeat's sweeper (KeyboardInterrupt and SystemExit propagate from the loop
+afterwards, as in ``conntable.aio``).
 """
 
 from __future__ import annotations
@@ -39,7 +45,10 @@ from typing import TYPE_CHECKING, List, Optional
 
 import conntable
 from conntable import Expired
+from conntable._common import check_timeout
 from conntable.aio import ConnectionManager, Sweeper
+from conntable.aio._arguments import optional_seconds
+from conntable.aio._log import failed, propagate
 from websockets.protocol import State
 
 if TYPE_CHECKING:
@@ -77,6 +86,9 @@ class Heartbeat:
         ping_timeout: Optional[float],
         close_timeout: float,
     ) -> None:
+        ping_interval = check_timeout("ping_interval", ping_interval)
+        ping_timeout = optional_seconds("ping_timeout", ping_timeout)
+        close_timeout = check_timeout("close_timeout", close_timeout)
         # A pong is recognised by activity recorded after the ping's mark; the
         # manager records activity up to one ``resolution`` early, so the
         # interval must leave room for that (see _beat).
@@ -132,14 +144,22 @@ class Heartbeat:
         for conn_id, ws, _why in expired:
             try:
                 due = self._beat(conn_id, ws, now)
-            except Exception:  # a bug: do not let one connection stop the others' heartbeat
-                logger.exception("connection %d: heartbeat failed; aborting the connection", conn_id)
-                ws.transport.abort()
+            except BaseException as exc:  # do not let one connection stop the others' heartbeat
+                pending = failed(conn_id, "heartbeat (aborting the connection)", exc, logger)
+                self._abort(conn_id, ws)
+                propagate(pending)
                 continue
             if due is not None:
                 # The sweeper is awake and looks at the table again before it
                 # sleeps: re-adding needs no wake-up.
                 table.add(conn_id, ws, idle_timeout=math.inf, deadline=due)
+
+    @staticmethod
+    def _abort(conn_id: int, ws: "ServerConnection") -> None:
+        try:
+            ws.transport.abort()
+        except BaseException as exc:
+            propagate(failed(conn_id, "aborting after a heartbeat failure", exc, logger))
 
     def _beat(self, conn_id: int, ws: "ServerConnection", now: float) -> Optional[float]:
         """Advance one connection's cycle; return when it is due next, or None to forget it."""

@@ -16,17 +16,25 @@ Two consequences of the wrapping are handled here: websockets' keepalive is
 turned off (``ping_interval=None`` underneath; the heartbeat replaces it), and
 a ``select_subprotocol`` callback is bound on the Sans-I/O protocol directly,
 because websockets' own binding would receive the adapter.
+
+TLS: ``ssl`` is not passed on to websockets (whose loop would run the
+handshake before anyone counts the connection) but to the manager's adapter
+(``protocol_factory(..., ssl=...)``): the connection is in the manager's table
+from its TCP accept, the breaker counts it, and its TLS handshake is bounded
+by ``ssl_handshake_timeout`` (default: ``open_timeout``, as websockets does).
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
-from typing import Any, Awaitable, Callable, Generator, Optional, Set, cast
+from typing import Any, Awaitable, Callable, Dict, Generator, Optional, Set, cast
 
 import websockets.asyncio.server as ws_server
 
+from conntable._common import check_size
 from conntable.aio import CloseReason, ConnectionManager, ResourceStats, ShutdownSummary
+from conntable.aio._arguments import optional_seconds
 
 from ._connection import ServerConnection, ServerPolicy
 from ._heartbeat import Heartbeat
@@ -46,14 +54,8 @@ MANAGER_DEFAULT: Any = _Unset()
 DEFAULT_IDLE_TIMEOUT = 60.0
 #: Default of ``close_timeout`` on a manager ``serve`` makes: websockets' default.
 DEFAULT_CLOSE_TIMEOUT = 10.0
-
-
-def _positive(name: str, value: Optional[float]) -> Optional[float]:
-    if value is None:
-        return None
-    if not float(value) > 0.0:
-        raise ValueError(f"{name} must be a positive number of seconds or None, got {value!r}")
-    return float(value)
+#: websockets' default ``open_timeout``, which also bounds the TLS handshake there.
+DEFAULT_OPEN_TIMEOUT = 10.0
 
 
 def serve(
@@ -104,9 +106,21 @@ def serve(
     connection is aborted; also passed to websockets as its ``close_timeout``.
 
     ``create_connection``: a subclass of :class:`ServerConnection`.
+
+    ``ssl``: a server ``ssl.SSLContext``. The manager runs the TLS handshake
+    (see :meth:`~conntable.aio.ConnectionManager.protocol_factory`), so a
+    connection is counted by the breaker from its TCP accept and a client
+    that never finishes the handshake is closed after
+    ``ssl_handshake_timeout`` (default ``open_timeout``, 10 s; the manager's
+    ``handshake_timeout`` if shorter). ``ssl_shutdown_timeout`` defaults to
+    ``close_timeout``.
+
+    Durations and counts are checked as the table checks its own: a wrong
+    type raises TypeError, a value out of range ValueError.
     """
-    if isinstance(retry_after, bool) or not isinstance(retry_after, int) or retry_after < 0:
-        raise ValueError(f"retry_after must be a whole number of seconds, got {retry_after!r}")
+    check_size("retry_after", retry_after, minimum=0)
+    interval = optional_seconds("ping_interval", ping_interval)
+    timeout = optional_seconds("ping_timeout", ping_timeout)
     owns_manager = manager is None
     if manager is None:
         manager = ConnectionManager(
@@ -122,11 +136,11 @@ def serve(
     if not (isinstance(connection_class, type) and issubclass(connection_class, ServerConnection)):
         raise TypeError(f"create_connection must be a subclass of conntable.websockets.ServerConnection, "
                         f"got {create_connection!r}")
-    interval = _positive("ping_interval", ping_interval)
-    timeout = _positive("ping_timeout", ping_timeout)
+    tls = _tls_options(kwargs, close_timeout)
+    manager.protocol_factory(connection_class, **tls)  # checks the TLS arguments now, not at the first accept
     heartbeat = None if interval is None else Heartbeat(manager, interval, timeout, close_timeout)
     policy = ServerPolicy(heartbeat, retry_after)
-    factory = functools.partial(_managed_connection, manager, connection_class, policy, select_subprotocol)
+    factory = functools.partial(_managed_connection, manager, connection_class, policy, select_subprotocol, tls)
     websockets_server = ws_server.serve(
         handler, host, port,  # type: ignore[arg-type]  # it receives our subclass of its connection
         ping_interval=None,  # the heartbeat replaces websockets' keepalive task
@@ -137,11 +151,22 @@ def serve(
     return Server(websockets_server, manager, owns_manager, policy, close_timeout)
 
 
+def _tls_options(kwargs: Dict[str, Any], close_timeout: float) -> Dict[str, Any]:
+    """Take ``ssl`` and its timeouts out of websockets' arguments, for the manager's adapter."""
+    context = kwargs.pop("ssl", None)
+    handshake = kwargs.pop("ssl_handshake_timeout", kwargs.get("open_timeout", DEFAULT_OPEN_TIMEOUT))
+    shutdown = kwargs.pop("ssl_shutdown_timeout", close_timeout)
+    if context is None:
+        return {}
+    return {"ssl": context, "ssl_handshake_timeout": handshake, "ssl_shutdown_timeout": shutdown}
+
+
 def _managed_connection(
     manager: ConnectionManager,
     connection_class: type,
     policy: ServerPolicy,
     select_subprotocol: Optional[Callable[..., Any]],
+    tls: Dict[str, Any],
     protocol: Any,
     server: Any,
     **kwargs: Any,
@@ -152,7 +177,7 @@ def _managed_connection(
     if select_subprotocol is not None:
         # Shadows the Sans-I/O method, as websockets' own binding does, but with our connection.
         protocol.select_subprotocol = functools.partial(select_subprotocol, connection)
-    return manager.protocol_factory(lambda: connection)()
+    return manager.protocol_factory(lambda: connection, **tls)()
 
 
 class Server:
