@@ -20,20 +20,33 @@ A session bound to a live connection (:meth:`SessionStore.bind`) or held by a
 request in progress (:meth:`SessionStore.hold`) never idle-expires; its idle
 clock starts when the last hold is released. ``absolute_ttl`` still applies.
 
+``on_expire`` runs exactly once per session, and nothing it does stops
+expiry: whatever it raises (any BaseException, CancelledError and
+GeneratorExit included) is logged, and the session is gone all the same
+(never half there: ``token in store`` is False before ``on_expire`` runs).
+KeyboardInterrupt and SystemExit still stop the program, from the event loop,
+once the session has ended (as in ``conntable.aio``). An ``async def``
+``on_expire`` (or one that returns an awaitable) runs as a task of the
+store's; :meth:`SessionStore.shutdown` waits for those tasks.
+
 This module uses asyncio only: no web framework, no WebSocket library.
 """
 
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import math
 import secrets
-from typing import Any, Callable, Dict, List, Optional, Protocol
+from typing import Any, Callable, Dict, List, Optional, Protocol, Set
 
 import conntable
 from conntable import Expired
+from conntable._common import check_resolution, check_size, check_timeout
 from conntable.aio import Sweeper
+from conntable.aio._arguments import grace_seconds, optional_seconds
+from conntable.aio._log import EXITS, propagate
 
 __all__ = ("SessionStore", "SessionHold", "SessionLimitReached")
 
@@ -43,6 +56,8 @@ logger = logging.getLogger("conntable.sessions")
 TOKEN_BYTES = 32
 #: Most sessions expired per sweeper pass (the sweeper adapts below this).
 EXPIRE_BATCH = 1000
+#: How long shutdown waits for cancelled async on_expire callbacks to finish.
+CANCEL_TIMEOUT = 5.0
 
 OnExpire = Callable[[str, Any], Any]
 
@@ -98,8 +113,11 @@ class SessionStore:
     ``max_sessions``: :meth:`create` raises :class:`SessionLimitReached` when
     this many are alive (None: no limit). ``on_expire(token, data)``: called
     exactly once per session, whether it expires, is deleted, or is still
-    there at :meth:`shutdown`; an exception it raises is logged.
-    ``resolution``: expiry happens up to this much after it is due.
+    there at :meth:`shutdown`; whatever it raises is logged (see the module
+    docstring); an ``async def`` one runs as a task that :meth:`shutdown`
+    waits for. ``resolution``: expiry happens up to this much after it is due.
+    Arguments are checked as the table checks its own: a wrong type raises
+    TypeError, a value out of range ValueError, naming the argument.
 
     The store binds to the running event loop on first use and must be
     used from that loop only; end it with :meth:`shutdown` (or ``async with``).
@@ -114,20 +132,16 @@ class SessionStore:
         on_expire: Optional[OnExpire] = None,
         resolution: float = 0.5,
     ) -> None:
-        if not float(idle_ttl) > 0.0:
-            raise ValueError(f"idle_ttl must be a positive number of seconds, got {idle_ttl!r}")
-        if absolute_ttl is not None and not float(absolute_ttl) > 0.0:
-            raise ValueError(f"absolute_ttl must be a positive number of seconds or None, got {absolute_ttl!r}")
-        if max_sessions is not None and (isinstance(max_sessions, bool) or not isinstance(max_sessions, int)
-                                         or max_sessions < 1):
-            raise ValueError(f"max_sessions must be a positive int or None, got {max_sessions!r}")
-        self.idle_ttl = float(idle_ttl)
-        self.absolute_ttl = None if absolute_ttl is None else float(absolute_ttl)
-        self.max_sessions = max_sessions
-        self.resolution = float(resolution)
+        self.idle_ttl = check_timeout("idle_ttl", idle_ttl)
+        self.absolute_ttl = optional_seconds("absolute_ttl", absolute_ttl)
+        self.max_sessions = None if max_sessions is None else check_size("max_sessions", max_sessions, minimum=1)
+        self.resolution = check_resolution(resolution)
+        if on_expire is not None and not callable(on_expire):
+            raise TypeError(f"on_expire must be callable or None, not {type(on_expire).__name__}")
         self._on_expire = on_expire
-        # Checked now, so that a bad resolution fails here rather than at first use.
+        # Checked now, so that what the table refuses fails here rather than at first use.
         conntable.ConnectionTable(self.idle_ttl, resolution=self.resolution)
+        self._expiring: Set["asyncio.Task[Any]"] = set()  # async on_expire callbacks still running
         self._sessions: Dict[str, _Session] = {}
         self._last_key = 0
         self._loop: Optional[asyncio.AbstractEventLoop] = None
@@ -224,8 +238,15 @@ class SessionStore:
             raise
 
     # -- the end -----------------------------------------------------------------------
-    async def shutdown(self) -> None:
-        """Stop expiring and end every session left (``on_expire`` for each); idempotent."""
+    async def shutdown(self, grace: float = 30.0) -> None:
+        """Stop expiring and end every session left (``on_expire`` for each); idempotent.
+
+        Then wait for the ``async`` ``on_expire`` callbacks still running, up
+        to ``grace`` seconds (0: not at all; ``math.inf``: for ever), cancel
+        those left and wait up to ``CANCEL_TIMEOUT`` (5 s) for them to finish;
+        any still running after that is logged.
+        """
+        seconds = grace_seconds("grace", grace)
         self._closed = True
         if self._sweeper is not None:
             await self._sweeper.stop()
@@ -233,6 +254,15 @@ class SessionStore:
             if self._table is not None and session.key in self._table:
                 del self._table[session.key]
             self._end(session)
+        if self._expiring:
+            timeout = None if seconds == math.inf else seconds
+            _done, pending = await asyncio.wait(list(self._expiring), timeout=timeout)
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.wait(pending, timeout=CANCEL_TIMEOUT)
+            if self._expiring:
+                logger.warning("%d on_expire callbacks ignored cancellation", len(self._expiring))
 
     async def __aenter__(self) -> "SessionStore":
         return self
@@ -283,14 +313,38 @@ class SessionStore:
 
     def _expired(self, expired: List[Expired], _now: float) -> None:
         for _key, session, _why in expired:
-            self._end(session)
+            self._end(session)  # contains what on_expire raises: the batch always ends whole
 
     def _end(self, session: _Session) -> None:
-        """The one way out, once per session: forget the token, then ``on_expire``."""
+        """The one way out, once per session: forget the token, then ``on_expire``.
+
+        The token goes first, so the session is never half there whatever
+        ``on_expire`` does. (The token is never logged: it is a credential.)
+        """
         if self._sessions.pop(session.token, None) is None:
             return
-        if self._on_expire is not None:
-            try:
-                self._on_expire(session.token, session.data)
-            except Exception:
-                logger.exception("session on_expire callback failed")
+        if self._on_expire is None:
+            return
+        try:
+            result = self._on_expire(session.token, session.data)
+            if inspect.isawaitable(result):
+                self._run_later(result)
+        except BaseException as exc:
+            logger.error("session on_expire callback failed", exc_info=exc)
+            propagate(exc if isinstance(exc, EXITS) else None)
+
+    def _run_later(self, awaitable: Any) -> None:
+        """An async on_expire: run it as a task that shutdown waits for."""
+        try:
+            task = asyncio.ensure_future(awaitable, loop=self._loop)
+        except BaseException:  # a closed loop
+            if inspect.iscoroutine(awaitable):
+                awaitable.close()  # no "never awaited" warning
+            raise
+        self._expiring.add(task)
+        task.add_done_callback(self._async_expired)
+
+    def _async_expired(self, task: "asyncio.Task[Any]") -> None:
+        self._expiring.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            logger.error("session on_expire callback failed", exc_info=task.exception())

@@ -191,6 +191,8 @@ def test_sessions_bound_to_tcp_connections(run):
         await store.shutdown()
         await sc.finish()
 
+    run(scenario())
+
 
 def test_sessions_bound_to_websocket_connections(run):
     async def scenario():
