@@ -22,8 +22,17 @@ cookie, and then:
 
 A ``create()`` that finds the store full raises
 :class:`~conntable.sessions.SessionLimitReached`; unless the app handles it,
-the middleware answers ``503`` with ``Retry-After``. Other scope types
-(``websocket``, ``lifespan``) pass through untouched.
+the middleware answers ``503`` with ``Retry-After``. A ``create()`` after the
+app sent ``http.response.start`` raises RuntimeError: the new id could no
+longer reach the client. Other scope types (``websocket``, ``lifespan``) pass
+through untouched.
+
+Reading the id: header names are matched without regard to case; several
+``Cookie`` fields (HTTP/2 and HTTP/3 split them, RFC 9113 section 8.2.3) are
+read as one header joined with ``"; "``; an empty id is no id; the header
+wins over the cookie; a header repeated with two different ids is answered
+``400`` (a request cannot be in two sessions), and of a cookie repeated in
+one request the first is used (the most specific path, RFC 6265 5.4).
 
 Plain ASGI: no framework is needed or imported. The store is the app's to
 shut down (``await store.shutdown()``, e.g. in the lifespan handler).
@@ -33,6 +42,7 @@ from __future__ import annotations
 
 from typing import Any, Awaitable, Callable, List, MutableMapping, Optional, Tuple
 
+from conntable._common import check_size
 from conntable.sessions import SessionLimitReached, SessionStore
 
 __all__ = ("SessionMiddleware", "RequestSession", "session_of", "SCOPE_KEY")
@@ -47,6 +57,21 @@ Headers = List[Tuple[bytes, bytes]]
 #: Where the middleware puts the request's :class:`RequestSession` in the scope.
 SCOPE_KEY = "conntable.session"
 
+#: The characters of an HTTP token (RFC 9110 section 5.6.2): header and cookie names.
+_TCHARS = frozenset("!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
+
+
+def _token(what: str, name: Any) -> str:
+    if not isinstance(name, str):
+        raise TypeError(f"{what} must be a str or None, not {type(name).__name__}")
+    if not name or not set(name) <= _TCHARS:
+        raise ValueError(f"{what} must be an HTTP token (letters, digits and !#$%&'*+-.^_`|~), got {name!r}")
+    return name
+
+
+class _Conflict(Exception):
+    """The request names two different sessions."""
+
 
 class RequestSession:
     """The session as one request sees it; ``session_of(scope)`` returns it.
@@ -55,7 +80,7 @@ class RequestSession:
     and ``deleted`` say what this request did to it.
     """
 
-    __slots__ = ("_store", "token", "data", "created", "deleted")
+    __slots__ = ("_store", "token", "data", "created", "deleted", "_response_started")
 
     def __init__(self, store: SessionStore, token: Optional[str] = None, data: Any = None) -> None:
         self._store = store
@@ -63,6 +88,7 @@ class RequestSession:
         self.data = data
         self.created = False
         self.deleted = False
+        self._response_started = False
 
     def __bool__(self) -> bool:
         return self.token is not None
@@ -70,14 +96,21 @@ class RequestSession:
     def create(self, data: Any = None) -> str:
         """Start a session for this client; the response carries its id. Returns the token.
 
-        RuntimeError if the request already has a session;
+        RuntimeError if the request already has a session (one it deleted
+        may be replaced: that rotates the id) or if the response has started
+        (its headers are sent: the id could not reach the client);
         :class:`~conntable.sessions.SessionLimitReached` if the store is full.
         """
-        if self.token is not None:
+        if self._response_started:
+            raise RuntimeError(
+                "the response has started: a session created now could not reach the client "
+                "(create it before sending http.response.start)"
+            )
+        if self.token is not None and not self.deleted:
             raise RuntimeError("this request already has a session")
         self.token = self._store.create(data)
         self.data = self._store[self.token]
-        self.created = True
+        self.created, self.deleted = True, False
         return self.token
 
     def delete(self) -> None:
@@ -118,16 +151,24 @@ class SessionMiddleware:
             raise ValueError("SessionMiddleware needs a header or a cookie to carry the session id")
         self.app = app
         self.store = store
-        self._header = None if header is None else header.lower().encode("latin-1")
-        self._cookie = cookie
+        self._header = None if header is None else _token("header", header).lower().encode("ascii")
+        self._cookie = None if cookie is None else _token("cookie", cookie)
+        if not isinstance(cookie_attributes, str):
+            raise TypeError(f"cookie_attributes must be a str, not {type(cookie_attributes).__name__}")
+        if any(char in cookie_attributes for char in "\r\n\0"):
+            raise ValueError("cookie_attributes must not contain CR, LF or NUL")
         self._cookie_attributes = cookie_attributes
-        self._retry_after = str(retry_after).encode("ascii")
+        self._retry_after = str(check_size("retry_after", retry_after, minimum=0)).encode("ascii")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        token = self._token_in(scope["headers"])
+        try:
+            token = self._token_in(scope.get("headers", ()))
+        except _Conflict:
+            await self._respond(send, 400, b"Conflicting session ids.\n", [])
+            return
         session = RequestSession(self.store, token)
         hold = None
         if token is not None:
@@ -144,7 +185,7 @@ class SessionMiddleware:
         async def send_with_session(message: Message) -> None:
             nonlocal started
             if message["type"] == "http.response.start":
-                started = True
+                started = session._response_started = True
                 extra = self._session_headers(session)
                 if extra:
                     message = dict(message)
@@ -163,19 +204,25 @@ class SessionMiddleware:
 
     # -- reading and writing the id ------------------------------------------------------
     def _token_in(self, headers: Headers) -> Optional[str]:
-        """The session id the request carries: the header first, then the cookie."""
-        cookie_header = None
+        """The session id the request carries: the header first, then the cookie (see the module docstring)."""
+        from_header: Optional[str] = None
+        cookie_fields: List[str] = []
         for name, value in headers:
+            name = bytes(name).lower()
             if name == self._header:
-                return value.decode("latin-1").strip()
-            if name == b"cookie" and self._cookie is not None:
-                cookie_header = value.decode("latin-1")
-        if cookie_header is None:
-            return None
-        for pair in cookie_header.split(";"):
+                found = bytes(value).decode("latin-1").strip()
+                if found and from_header is not None and found != from_header:
+                    raise _Conflict()
+                from_header = found or from_header
+            elif name == b"cookie" and self._cookie is not None:
+                cookie_fields.append(bytes(value).decode("latin-1"))
+        if from_header:
+            return from_header
+        # RFC 9113 8.2.3: several cookie fields are one header, joined with "; ".
+        for pair in "; ".join(cookie_fields).split(";"):
             cookie_name, _, cookie_value = pair.strip().partition("=")
             if cookie_name == self._cookie:
-                return cookie_value.strip('"')
+                return cookie_value.strip().strip('"') or None
         return None
 
     def _session_headers(self, session: RequestSession) -> Headers:

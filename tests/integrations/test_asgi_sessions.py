@@ -8,6 +8,7 @@ import contextlib
 import json
 
 import httpx
+import pytest
 import uvicorn
 from aio_support import HOST, WAIT_TIMEOUT, eventually, open_fds
 
@@ -32,6 +33,14 @@ async def app(scope, receive, send):
     if route == ("POST", "/init"):
         session.create({"count": 0})
         await respond(send, 200, b"started")
+    elif route == ("POST", "/late"):  # too late: the headers are gone
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        try:
+            session.create({"count": 0})
+        except RuntimeError as exc:
+            await send({"type": "http.response.body", "body": str(exc).encode()})
+        else:
+            await send({"type": "http.response.body", "body": b"created"})
     elif not session:
         await respond(send, 400, b"no session")
     elif route == ("GET", "/count"):
@@ -40,6 +49,10 @@ async def app(scope, receive, send):
     elif route == ("DELETE", "/session"):
         session.delete()
         await respond(send, 204)
+    elif route == ("POST", "/rotate"):  # a new id for the same client (after a login, say)
+        session.delete()
+        session.create({"count": 100})
+        await respond(send, 200, b"rotated")
     elif route == ("GET", "/slow"):  # a long streaming response: the session is held meanwhile
         await send({"type": "http.response.start", "status": 200, "headers": []})
         for _ in range(6):
@@ -150,3 +163,102 @@ def test_cookie_sessions(run):
         assert stale.status_code == 404 and stale.headers["set-cookie"].startswith("sid=; Max-Age=0")
 
     session_test(run, check, header=None, cookie="sid")
+
+
+def test_split_cookie_fields_are_read_as_one(run):
+    """Two Cookie fields (as HTTP/2 sends them, RFC 9113 8.2.3): the session cookie is found in either."""
+
+    async def check(client, store, expiries):
+        await client.post("/init")
+        token = client.cookies["sid"]
+        client.cookies.clear()  # from here on, the cookies are the ones written below
+        for fields in ([f"sid={token}", "theme=dark"], ["theme=dark", f"lang=en; sid={token}"]):
+            answer = await client.get("/count", headers=[("Cookie", field) for field in fields])
+            assert answer.status_code == 200, (fields, answer.text)
+        assert (await client.get("/count", headers=[("Cookie", "sid=")])).status_code == 400  # empty: no session
+        assert expiries[token] == 0
+
+    session_test(run, check, header=None, cookie="sid")
+
+
+def test_a_session_created_after_the_response_started_is_refused(run):
+    async def check(client, store, expiries):
+        late = await client.post("/late")
+        assert late.status_code == 200 and b"the response has started" in late.content
+        assert HEADER not in late.headers and len(store) == 0  # nothing orphaned
+
+    session_test(run, check)
+
+
+def test_conflicting_and_empty_session_headers(run):
+    async def check(client, store, expiries):
+        token = (await client.post("/init")).headers[HEADER]
+        other = (await client.post("/init")).headers[HEADER]
+        both = await client.get("/count", headers=[(HEADER, token), (HEADER, other)])
+        assert both.status_code == 400
+        same = await client.get("/count", headers=[(HEADER, token), (HEADER.upper(), token)])
+        assert same.json() == {"count": 1}
+        assert (await client.get("/count", headers={HEADER: ""})).status_code == 400  # no id: the app's 400
+
+    session_test(run, check)
+
+
+def test_rotating_the_session_id_in_one_request(run):
+    async def check(client, store, expiries):
+        old = (await client.post("/init")).headers[HEADER]
+        rotated = await client.post("/rotate", headers={HEADER: old})
+        new = rotated.headers[HEADER]
+        assert rotated.status_code == 200 and new != old
+        assert expiries[old] == 1 and new in store
+        assert (await client.get("/count", headers={HEADER: new})).json() == {"count": 101}
+        assert (await client.get("/count", headers={HEADER: old})).status_code == 404
+
+    session_test(run, check)
+
+
+def test_header_names_from_a_server_that_does_not_lowercase(run):
+    """ASGI servers should lowercase header names; the middleware does not depend on it."""
+
+    async def scenario():
+        store = SessionStore(60.0, resolution=RESOLUTION)
+        seen = []
+
+        async def inner(scope, receive, send):
+            seen.append(session_of(scope).data)
+            await respond(send, 200)
+
+        middleware = SessionMiddleware(inner, store, cookie="sid")
+        token = store.create({"n": 1})
+        sent = []
+
+        async def send(message):
+            sent.append(message)
+
+        async def receive():
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        by_header = [(b"MCP-Session-Id", token.encode())]
+        by_split_cookie = [(b"Cookie", b"a=1"), (b"COOKIE", b"sid=" + token.encode())]
+        for headers in (by_header, by_split_cookie):
+            await middleware({"type": "http", "method": "GET", "path": "/", "headers": headers}, receive, send)
+        assert seen == [{"n": 1}, {"n": 1}]
+        assert [m["status"] for m in sent if m["type"] == "http.response.start"] == [200, 200]
+        await store.shutdown()
+
+    run(scenario())
+
+
+def test_bad_middleware_arguments():
+    store = SessionStore(60.0)
+    for kwargs, error in (
+        ({"header": "Mcp Session"}, ValueError),
+        ({"header": ""}, ValueError),
+        ({"header": b"x"}, TypeError),
+        ({"cookie": "sid=1"}, ValueError),
+        ({"header": None, "cookie": "sid", "cookie_attributes": "Path=/\r\nSet-Cookie: evil=1"}, ValueError),
+        ({"retry_after": "5"}, TypeError),
+        ({"retry_after": -1}, ValueError),
+        ({"retry_after": True}, TypeError),
+    ):
+        with pytest.raises(error):
+            SessionMiddleware(app, store, **kwargs)
