@@ -8,6 +8,12 @@ memory traced by tracemalloc. Before it reports, it gives the program up to
 turn when used with ``async with``) for things that are already on their
 way out. That wait is a grace period for cleanup, never a time limit on the
 code under test: a check that finds nothing returns at once.
+
+A task that is pending when the settling starts is held (a strong
+reference) until the check is done: one whose loop is closed can never
+finish, and would otherwise be destroyed by the settle's own garbage
+collection, still pending, and slip out of the report. So :meth:`check`
+reports every task :meth:`leaks` shows, unless it finishes meanwhile.
 """
 
 from __future__ import annotations
@@ -22,6 +28,8 @@ from typing import Any, Dict, Generator, Iterable, List, Optional, Type
 
 from ._connections import describe_connections, new_connections, registered_connections
 from ._fds import describe_fds, open_fds
+from conntable.aio._arguments import grace_seconds
+
 from ._memory import MemoryTrace, format_size
 from ._tasks import describe_task, live_tasks
 from ._warmup import warm_up
@@ -99,7 +107,7 @@ class LeakCheck:
     that may stay open, each a substring of the description or a shell-style
     pattern for all of it (``"/dev/urandom"``, ``"tcp 127.0.0.1:* (LISTEN)"``).
     ``settle``: seconds to wait for resources already on their way out
-    before reporting. ``label`` names the checked code in the report.
+    before reporting (0: none). ``label`` names the checked code in the report.
 
     ``start()``, ``leaks()`` and ``check()`` serve runners that have no
     context managers around a test.
@@ -117,11 +125,16 @@ class LeakCheck:
         settle: float = 1.0,
         label: Optional[str] = None,
     ) -> None:
+        # Bytes, which may well pass the table's 2**30 cap on sizes: the same type rule, no cap.
+        if isinstance(memory_limit, bool) or not isinstance(memory_limit, int):
+            raise TypeError(f"memory_limit must be an int, not {type(memory_limit).__name__}")
+        if memory_limit < 0:
+            raise ValueError(f"memory_limit must not be negative, got {memory_limit}")
         self.watch_fds = fds
         self.watch_tasks = tasks
         self.watch_connections = connections
         self.ignore_fds = tuple(ignore_fds)
-        self.settle = settle
+        self.settle = grace_seconds("settle", settle)
         self.label = label
         self._memory = MemoryTrace(memory_limit) if memory else None
         self._fds: Dict[int, str] = {}
@@ -155,7 +168,7 @@ class LeakCheck:
             if grown:
                 found.fds = [line for line in describe_fds(now, grown) if not self._ignored(line)]
         if self.watch_tasks:
-            found.tasks = sorted(describe_task(task) for task in live_tasks() if task not in self._tasks)
+            found.tasks = sorted(describe_task(task) for task in self._new_tasks())
         if self.watch_connections:
             grown_connections = new_connections(self._connections, registered_connections())
             found.connection_count = sum(map(len, grown_connections.values()))
@@ -217,6 +230,9 @@ class LeakCheck:
         await self.check_async()
 
     # -- internals ----------------------------------------------------------------------
+    def _new_tasks(self) -> List["asyncio.Task[Any]"]:
+        return [task for task in live_tasks() if task not in self._tasks]
+
     def _ignored(self, line: str) -> bool:
         description = line.split(": ", 1)[1]
         return any(
@@ -231,6 +247,9 @@ class LeakCheck:
         collection); the waits then double up to ``_MAX_STEP``.
         """
         leaks = self.leaks()
+        # Held until the end: the collections below must not destroy a pending task (one whose
+        # loop is closed can never finish) and so hide it.
+        held = self._new_tasks() if leaks.tasks else []
         give_up = time.monotonic() + self.settle
         delay = 0.0
         while leaks:
@@ -240,6 +259,7 @@ class LeakCheck:
             if time.monotonic() >= give_up:
                 break
             delay = min(max(2 * delay, 0.005), _MAX_STEP)
+        del held
         return leaks
 
     def _finish(self, leaks: Leaks) -> None:

@@ -16,9 +16,12 @@ unless
 ``conntable_leaks_settle`` (ini, seconds, default 1.0) is how long a check
 waits for leftovers that are on their way out before it reports them.
 
-A leak makes the test's teardown fail with the report. A test that already
-failed, or is marked xfail, is not judged: its own error explains more than
-its leftovers.
+A leak makes the test's teardown fail with the report. Only a test that
+passed is judged: one that failed, was skipped or xfailed (by the marker or
+by calling ``pytest.skip()`` / ``pytest.xfail()`` while it ran), or is marked
+xfail, did not run to its end, and its own outcome explains more than its
+leftovers. (Without the plugin registered, :func:`leak_guard` cannot see a
+test's outcome and falls back on: not failed, not marked xfail.)
 
 Conftest files that want the checks without depending on the plugin being
 registered can use :func:`leak_guard` in a fixture of their own.
@@ -38,6 +41,8 @@ __all__ = ("leak_guard",)
 MARKER = "conntable_leaks"
 #: The check running for a test, so that a second guard on the same test joins it.
 _RUNNING = pytest.StashKey["LeakCheck"]()
+#: The report of a test's call phase (set by this plugin's hook, read at the test's teardown).
+_CALL_REPORT = pytest.StashKey[pytest.TestReport]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -63,6 +68,39 @@ def pytest_configure(config: pytest.Config) -> None:
         f"{MARKER}(enabled=True, **options): fail the test if it leaks file descriptors, asyncio tasks "
         "or managed connections; options are conntable.testing.LeakCheck's keyword arguments",
     )
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    outcome = yield
+    report = outcome.get_result()
+    if report.when == "call":
+        item.stash[_CALL_REPORT] = report
+
+
+def _judged(request: pytest.FixtureRequest, failed_before: int) -> bool:
+    """Whether the test's leftovers are judged: it ran to its end and passed (see the module docstring)."""
+    node = request.node
+    if node.get_closest_marker("xfail") is not None:
+        return False
+    report = node.stash.get(_CALL_REPORT, None)
+    if report is None:  # leak_guard without the plugin (no hook), or the setup failed (counted as failed)
+        return request.session.testsfailed == failed_before
+    return bool(report.passed) and not hasattr(report, "wasxfail")
+
+
+def _settle_seconds(config: pytest.Config) -> float:
+    from conntable.aio._arguments import grace_seconds
+
+    value = _ini(config, "conntable_leaks_settle", 1.0)
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        raise pytest.UsageError(f"conntable_leaks_settle must be a number of seconds, got {value!r}") from None
+    try:
+        return grace_seconds("conntable_leaks_settle", seconds)
+    except ValueError as exc:
+        raise pytest.UsageError(str(exc)) from None
 
 
 def _ini(config: pytest.Config, name: str, default: Any) -> Any:
@@ -104,16 +142,14 @@ def leak_guard(request: pytest.FixtureRequest, **options: Any) -> Iterator["Leak
         yield running
         return
     marker_options = _marker_options(request.node)
-    options.setdefault("settle", float(_ini(request.config, "conntable_leaks_settle", 1.0)))
+    options.setdefault("settle", _settle_seconds(request.config))
     options.update(marker_options or {})
     check = request.node.stash[_RUNNING] = LeakCheck(label=request.node.nodeid, **options).start()
     failed_before = request.session.testsfailed
     yield check
     del request.node.stash[_RUNNING]
-    # Not judged: a test exempted by its marker, and one that failed or is expected to (xfail),
-    # whose own error explains more than its leftovers.
-    exempt = marker_options is None or request.node.get_closest_marker("xfail") is not None
-    if exempt or request.session.testsfailed > failed_before:
+    # Not judged: a test exempted by its marker, and one that did not pass (see the module docstring).
+    if marker_options is None or not _judged(request, failed_before):
         check.stop()
         return
     check.check()
