@@ -549,30 +549,44 @@ class ConnectionTable:
     def set_deadline(self, key: int, when: Optional[float], /) -> None:
         """Set an absolute deadline on the table's clock; ``None`` clears it."""
         k = _key(key)
-        deadline = c.check_deadline(when)
-        with self._lock:
-            entry = self._entries.get(k)
-            if entry is None:
-                raise KeyError(key)
-            idle_due = entry.last + entry.idle
-            tick = self._tick_for(idle_due if idle_due < deadline else deadline)
-            head = self._wheel.head_of(tick)
-            entry.deadline = deadline  # the first change: nothing after it can fail
-            self._wheel.place(entry, head, tick)
+        self._retime(key, k, None, c.check_deadline(when))
 
     def set_idle_timeout(self, key: int, seconds: Optional[float], /) -> None:
         """Set the entry's own idle timeout; ``None`` restores the table's default."""
         k = _key(key)
         idle = self._idle_timeout if seconds is None else c.check_timeout("idle_timeout", seconds)
+        self._retime(key, k, idle, None)
+
+    def _retime(self, key: Any, k: int, idle: Optional[float], deadline: Optional[float]) -> None:
+        """Give entry ``k`` a new idle timeout or deadline (None: keep its own) and re-arm it.
+
+        On Python 3.12+ a pending collection runs at the next call, not at
+        the allocation that asked for it, so a ``__del__`` may call into this
+        table at any call below and remove, replace or retime the entry, move
+        the clock or reinitialise the table. The plan is therefore made, then
+        checked with no call between the check and the first change (a
+        comparison or an attribute load runs no Python code), and remade if
+        anything it was made from changed.
+        """
         with self._lock:
-            entry = self._entries.get(k)
-            if entry is None:
-                raise KeyError(key)
-            idle_due = entry.last + idle
-            tick = self._tick_for(idle_due if idle_due < entry.deadline else entry.deadline)
-            head = self._wheel.head_of(tick)
-            entry.idle = idle  # the first change: nothing after it can fail
-            self._wheel.place(entry, head, tick)
+            while True:
+                entry = self._entries.get(k)
+                if entry is None:
+                    raise KeyError(key)
+                last, old_idle, old_deadline = entry.last, entry.idle, entry.deadline
+                wheel, now, elapsed = self._wheel, self._now, self._wheel.elapsed
+                new_idle = old_idle if idle is None else idle
+                new_deadline = old_deadline if deadline is None else deadline
+                idle_due = last + new_idle
+                tick = self._tick_for(idle_due if idle_due < new_deadline else new_deadline)
+                head = wheel.head_of(tick)
+                if (k in self._entries and self._entries[k] is entry and self._wheel is wheel
+                        and entry.last == last and entry.idle == old_idle and entry.deadline == old_deadline
+                        and self._now == now and wheel.elapsed == elapsed):
+                    break
+            entry.idle = new_idle  # the first change: nothing after it can fail
+            entry.deadline = new_deadline
+            wheel.place(entry, head, tick)
 
     def _tick_for(self, due: float) -> int:
         """Where an entry due at ``due`` is armed: a tick, ``DUE_NOW`` or ``NO_TICK``."""
