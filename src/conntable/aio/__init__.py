@@ -15,6 +15,12 @@ descriptors. With ``ssl=`` the manager runs the TLS handshakes itself, so TLS
 connections are counted and timed out from their TCP accept. See
 :class:`ConnectionManager`.
 
+Integrations (``conntable.websockets``, ``conntable.aiohttp``,
+``conntable.asgi``, your own) plug in through one public seam: the manager's
+life-cycle calls (``register``, ``established``, ``closing``, ``abort``,
+``ended``, ``on_server``; see ``_lifecycle``) and :class:`Heartbeat`, one
+timer wheel that pings every connection of any protocol that can ping.
+
 ``PrometheusCollector`` (prometheus_client required, imported on first use)
 exposes :meth:`ConnectionManager.stats` to a Prometheus registry.
 """
@@ -23,6 +29,8 @@ from typing import TYPE_CHECKING, Any
 
 from ._breaker import CircuitBreaker
 from ._connection import CloseReason, Connection, ConnectionState
+from ._heartbeat import Heartbeat
+from ._lifecycle import Endpoint, LifecycleMixin, check_count, check_seconds
 from ._manager import ConnectionManager
 from ._protocol import ManagedBufferedProtocol, ManagedProtocol
 from ._stats import Metric, ResourceStats, ShutdownSummary
@@ -43,6 +51,11 @@ __all__ = (
     "Metric",
     "CircuitBreaker",
     "Sweeper",
+    "Heartbeat",
+    "Endpoint",
+    "LifecycleMixin",
+    "check_seconds",
+    "check_count",
     "PrometheusCollector",
 )
 

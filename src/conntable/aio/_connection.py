@@ -47,7 +47,8 @@ class CloseReason(str, enum.Enum):
     then resets still ended as ``idle``.
     """
 
-    #: The protocol closed its transport.
+    #: Closed by the server's side: the protocol closed its transport, or an
+    #: integration's handler returned or closed the connection itself.
     CLOSED = "closed"
     #: The peer closed its end (``eof_received`` came first).
     PEER = "peer"
@@ -62,6 +63,8 @@ class CloseReason(str, enum.Enum):
     LIFETIME = "lifetime"
     #: Closed by :meth:`ConnectionManager.shutdown`.
     SHUTDOWN = "shutdown"
+    #: The peer did not answer a heartbeat ping within its timeout (:class:`Heartbeat`).
+    PING_TIMEOUT = "ping_timeout"
     #: Refused by the circuit breaker, or accepted while shutting down.
     REJECTED = "rejected"
     #: The transport was garbage collected without ever calling ``connection_lost``.

@@ -42,9 +42,10 @@ from conntable._common import check_resolution, check_size
 from ._arguments import grace_seconds, optional_seconds
 from ._breaker import CircuitBreaker
 from ._connection import AdapterRef, CloseReason, Connection, ConnectionState
+from ._lifecycle import LifecycleMixin
 from ._listeners import DEFAULT_BACKLOG, Listeners
 from ._log import EXITS, failed, logger, propagate
-from ._protocol import _Adapter, adapter_for
+from ._protocol import adapter_for
 from ._registry import register
 from ._resources import rss_bytes
 from ._stats import ResourceStats, ShutdownSummary, empty_closed_counts
@@ -67,7 +68,7 @@ def _is_server(server: Any) -> bool:
     return callable(getattr(server, "close", None)) and callable(getattr(server, "wait_closed", None))
 
 
-class ConnectionManager:
+class ConnectionManager(LifecycleMixin):
     """Tracks, times out, limits and shuts down the connections of one event loop.
 
     ``idle_timeout``: close a connection after this long without activity
@@ -95,7 +96,9 @@ class ConnectionManager:
     A manager binds to the running loop at its first connection and serves
     that loop only. Use it through :meth:`protocol_factory`,
     :meth:`create_server` or :meth:`create_connection`, and end it with
-    :meth:`shutdown` (or ``async with``).
+    :meth:`shutdown` (or ``async with``). Integrations plug in through the
+    life-cycle calls of :class:`~conntable.aio.LifecycleMixin` (``register``,
+    ``established``, ``closing``, ``abort``, ``ended``, ``on_server``).
     """
 
     def __init__(
@@ -139,6 +142,7 @@ class ConnectionManager:
         self._clock_handle: Optional[asyncio.TimerHandle] = None
         self._last_id = 0
         self._servers: List[asyncio.AbstractServer] = []
+        self._server_hooks: List[Callable[[Any], Any]] = []  # on_server()
         self._listeners = Listeners()  # paused while an accept burst would not fit (asyncio's loop)
         self._listeners_recheck: Optional[asyncio.TimerHandle] = None
         self._tasks: Set[asyncio.Task[Any]] = set()
@@ -270,6 +274,12 @@ class ConnectionManager:
             raise TypeError(f"server must have close() and wait_closed(), like an asyncio server: "
                             f"not {type(server).__name__}")
         self._servers.append(server)
+        for hook in list(self._server_hooks):  # what a hook raises is logged; the server is held anyway
+            try:
+                hook(server)
+            except BaseException as exc:
+                logger.error("server hook %r failed for %r", hook, server, exc_info=exc)
+                propagate(exc if isinstance(exc, EXITS) else None)
         if self._stopping:
             self._close_server(server)
         elif self._listeners.add(server, backlog):
@@ -540,13 +550,12 @@ class ConnectionManager:
         self._clock_fresh = False
         self._clock_handle = None
 
-    def _register(
-        self, adapter: _Adapter, transport: asyncio.BaseTransport, tls: Optional[TLSUpgrade] = None
-    ) -> Connection:
+    def _register(self, adapter: Any, peer: Any, tls: Optional[TLSUpgrade] = None) -> Connection:
         """Put a new connection in the table: admitted, or refused and closing.
 
         All or nothing: if the table (a custom one) raises, nothing is left
-        in it and the caller aborts the transport. ``tls``: the connection
+        in it and the caller aborts the transport. ``adapter``: the protocol
+        adapter, or an integration's ``Endpoint`` (held weakly: see ``_lifecycle``). ``tls``: the connection
         starts with a TLS handshake, due by ``handshake_timeout`` or, without
         one, by the upgrade's own handshake timeout.
         """
@@ -559,7 +568,7 @@ class ConnectionManager:
         table = self._table
         conn_id = self._last_id = self._last_id + 1
         ref = AdapterRef(adapter, self._adapter_collected, conn_id)
-        conn = Connection(conn_id, transport.get_extra_info("peername"), now, table, ref)
+        conn = Connection(conn_id, peer, now, table, ref)
         try:
             if self._stopping or not self._breaker.admit(len(table), now):
                 # Refused. Held (CLOSING) for its protocol to answer, up to close_timeout, while
@@ -666,11 +675,11 @@ class ConnectionManager:
             step(*args)
         except BaseException as exc:
             pending = failed(conn.id, f"{what} (the connection is forgotten)", exc)
-            transport = conn.transport  # before _end lets go of the adapter
+            adapter = conn._adapter()  # before _end lets go of it
             self._end(conn, CloseReason.ERROR)
-            if transport is not None:
+            if adapter is not None:
                 try:
-                    transport.abort()
+                    adapter.abort()
                 except BaseException as error:  # nothing more can be done for it
                     pending = failed(conn.id, "aborting the forgotten connection", error) or pending
             propagate(pending)
@@ -713,11 +722,11 @@ class ConnectionManager:
         conn.state = ABORTING
         self._aborted_total += 1
         self._hold_until(conn, now + self._close_timeout)
-        transport = conn.transport
-        if transport is None:
+        adapter = conn._adapter()
+        if adapter is None:
             self._end(conn, CloseReason.ABANDONED)
         else:
-            transport.abort()
+            adapter.abort()
 
     def _end(self, conn: Connection, reason: CloseReason) -> None:
         """The one way out, run once per connection: forget it, cancel its tasks, run its cleanups.

@@ -178,6 +178,10 @@ class _Adapter(asyncio.BaseProtocol):
         """Close the connection through the protocol's ``close_requested`` hook, or plainly."""
         self._call_hook("close_requested", reason)
 
+    def abort(self) -> None:
+        """Drop the connection now."""
+        self.transport.abort()  # type: ignore[union-attr]  # set before the manager knows the adapter
+
     def __repr__(self) -> str:
         # Named in the loop's reports of what the protocol's methods raise.
         return f"<conntable connection {self._conn_id}: {type(self.protocol).__qualname__}>"
@@ -186,7 +190,7 @@ class _Adapter(asyncio.BaseProtocol):
     def _admit(self, transport: asyncio.BaseTransport, tls: Optional[TLSUpgrade]) -> Optional[Connection]:
         """Register with the manager; None, with the transport aborted, if that failed."""
         try:
-            conn = self._conn = self._manager._register(self, transport, tls)
+            conn = self._conn = self._manager._register(self, transport.get_extra_info("peername"), tls)
         except BaseException as exc:  # e.g. a custom table that is full: never leave a socket unmanaged
             logger.error("could not register a new connection; aborting it", exc_info=exc)
             transport.abort()

@@ -34,8 +34,9 @@ if int(_websockets.__version__.split(".")[0]) < 17:
     raise ImportError(f"conntable.websockets needs websockets 17 or later, not {_websockets.__version__}: "
                       "pip install 'conntable[websockets]'")
 
+from conntable.aio import Heartbeat
+
 from ._connection import ServerConnection
-from ._heartbeat import Heartbeat
 from ._server import Server, serve
 
 __all__ = ("serve", "Server", "ServerConnection", "Heartbeat")

@@ -13,8 +13,17 @@ in (``ManagedProtocol``), so a handler gets everything websockets offers plus
   starts the WebSocket closing handshake with code 1001;
 * websockets asks for keepalive once the opening handshake succeeded:
   :meth:`start_keepalive` hands the connection to the server's
-  :class:`~conntable.websockets._heartbeat.Heartbeat` instead of starting a
-  task.
+  :class:`conntable.aio.Heartbeat` instead of starting a task (the
+  connection is its ``Pingable``: ``heartbeat_ping``, ``heartbeat_failed``,
+  ``heartbeat_open``).
+
+When it ends, :meth:`connection_lost` tells the manager why
+(``manager.closing``), read from the closing handshake: a close the server
+started (the handler returned, ``await ws.close()``) is ``closed``, one the
+client started is ``peer``, a failure the server sent (1011 after the
+handler raised, a protocol error) is ``error``; the manager's own reasons
+(``idle``, ``shutdown``, ...) and the heartbeat's ``ping_timeout`` were
+decided earlier and win.
 
 Writes here never await: they go through the Sans-I/O protocol
 (``protocol.send_*``) and ``send_data()``, the two calls websockets' own
@@ -26,16 +35,13 @@ manager's ``close_timeout`` bounds what follows.
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Dict, Optional, Tuple
+from typing import Dict, Optional, Tuple
 
 from websockets.asyncio.server import ServerConnection as _WebSocketsServerConnection
 from websockets.frames import CloseCode
-from websockets.protocol import State
+from websockets.protocol import Protocol, State
 
-from conntable.aio import CloseReason, ManagedProtocol
-
-if TYPE_CHECKING:
-    from ._heartbeat import Beat, Heartbeat
+from conntable.aio import CloseReason, Heartbeat, ManagedProtocol
 
 __all__ = ("ServerConnection", "ServerPolicy", "unavailable_response")
 
@@ -73,7 +79,7 @@ class ServerPolicy:
 
     __slots__ = ("heartbeat", "unavailable", "close_frames")
 
-    def __init__(self, heartbeat: Optional["Heartbeat"], retry_after: int) -> None:
+    def __init__(self, heartbeat: Optional[Heartbeat], retry_after: int) -> None:
         self.heartbeat = heartbeat
         self.unavailable = unavailable_response(retry_after)
         #: Per reason, the close code and text; ``Server.close(code, reason)`` changes the shutdown entry.
@@ -138,6 +144,21 @@ class _Refusal(asyncio.Protocol):
         self._adapter.resume_writing()
 
 
+#: Close codes a server sends when it closes normally; any other it sends is a failure.
+_NORMAL_CODES = (CloseCode.NORMAL_CLOSURE, CloseCode.GOING_AWAY)
+
+
+def close_reason(protocol: Protocol) -> Optional[CloseReason]:
+    """Why a WebSocket ended, from its closing handshake; None if there was none (a reset, a lost peer)."""
+    if protocol.close_rcvd_then_sent:  # the client closed first
+        return CloseReason.PEER
+    sent = protocol.close_sent
+    if sent is None:
+        return CloseReason.PEER if protocol.close_rcvd is not None else None
+    code = sent.code
+    return CloseReason.CLOSED if code in _NORMAL_CODES or code >= 3000 else CloseReason.ERROR
+
+
 class ServerConnection(_WebSocketsServerConnection, ManagedProtocol):
     """websockets' ``ServerConnection``, held by a conntable ``ConnectionManager``.
 
@@ -154,9 +175,6 @@ class ServerConnection(_WebSocketsServerConnection, ManagedProtocol):
     """
 
     _policy: ServerPolicy  # set by serve() right after construction
-    _beat: "Beat"
-    _beat_mark: float  # the recorded activity when the last ping went out
-    _beat_sent: float  # when it went out
 
     # -- the manager's hooks ---------------------------------------------------
     def connection_rejected(self, transport: asyncio.BaseTransport) -> None:
@@ -187,13 +205,26 @@ class ServerConnection(_WebSocketsServerConnection, ManagedProtocol):
         """Called by websockets once the opening handshake succeeded: join the server's heartbeat."""
         heartbeat = self._policy.heartbeat
         if heartbeat is not None:
-            heartbeat.watch(self)
+            heartbeat.watch(self.connection.id, self)
 
     def connection_lost(self, exc: Optional[Exception]) -> None:
         super().connection_lost(exc)
         heartbeat = self._policy.heartbeat
         if heartbeat is not None:
-            heartbeat.forget(self)
+            heartbeat.forget(self.connection.id)
+        reason = close_reason(self.protocol)
+        if reason is not None:
+            self.manager.closing(self.connection, reason)
+
+    # -- the heartbeat's hooks (conntable.aio.Heartbeat) ------------------------------
+    def heartbeat_ping(self) -> None:
+        self._write_ping()
+
+    def heartbeat_failed(self) -> None:
+        self._write_failure(CloseCode.INTERNAL_ERROR, "keepalive ping timeout")
+
+    def heartbeat_open(self) -> bool:
+        return self.protocol.state is State.OPEN
 
     # -- writes that need no task --------------------------------------------------
     def _write_close(self, code: int, reason: str) -> None:

@@ -28,18 +28,20 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 from typing import Any, Awaitable, Callable, Dict, Generator, Optional, Set, cast
 
 import websockets.asyncio.server as ws_server
 
-from conntable._common import check_size
-from conntable.aio import CloseReason, ConnectionManager, ResourceStats, ShutdownSummary
-from conntable.aio._arguments import optional_seconds
+from conntable.aio import (
+    CloseReason, ConnectionManager, Heartbeat, ResourceStats, ShutdownSummary, check_count, check_seconds,
+)
 
 from ._connection import ServerConnection, ServerPolicy
-from ._heartbeat import Heartbeat
 
 __all__ = ("serve", "Server")
+
+_LOGGER = logging.getLogger("conntable.websockets")
 
 Handler = Callable[[ServerConnection], Awaitable[None]]
 
@@ -118,9 +120,9 @@ def serve(
     Durations and counts are checked as the table checks its own: a wrong
     type raises TypeError, a value out of range ValueError.
     """
-    check_size("retry_after", retry_after, minimum=0)
-    interval = optional_seconds("ping_interval", ping_interval)
-    timeout = optional_seconds("ping_timeout", ping_timeout)
+    check_count("retry_after", retry_after, minimum=0)
+    interval = check_seconds("ping_interval", ping_interval)
+    timeout = check_seconds("ping_timeout", ping_timeout)
     owns_manager = manager is None
     if manager is None:
         manager = ConnectionManager(
@@ -138,7 +140,7 @@ def serve(
                         f"got {create_connection!r}")
     tls = _tls_options(kwargs, close_timeout)
     manager.protocol_factory(connection_class, **tls)  # checks the TLS arguments now, not at the first accept
-    heartbeat = None if interval is None else Heartbeat(manager, interval, timeout, close_timeout)
+    heartbeat = None if interval is None else Heartbeat(manager, interval, timeout, close_timeout, logger=_LOGGER)
     policy = ServerPolicy(heartbeat, retry_after)
     factory = functools.partial(_managed_connection, manager, connection_class, policy, select_subprotocol, tls)
     websockets_server = ws_server.serve(

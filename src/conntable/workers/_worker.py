@@ -145,27 +145,6 @@ def open_sockets() -> Optional[int]:
     return None
 
 
-class _WorkerManager(ConnectionManager):
-    """A worker's manager: a ConnectionManager that reports the worker serving as soon as it holds a server.
-
-    Only public methods are extended (see the report to the aio layer: a
-    public hook there would make this subclass unnecessary).
-    """
-
-    def __init__(self, *args: Any, on_server: Callable[[], None], **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._worker_on_server = on_server
-
-    async def create_server(self, *args: Any, **kwargs: Any) -> Any:
-        server = await super().create_server(*args, **kwargs)
-        self._worker_on_server()
-        return server
-
-    def add_server(self, server: Any) -> None:
-        super().add_server(server)
-        self._worker_on_server()
-
-
 class _EarlySignals:
     """Stop signals that arrive before the event loop can take them."""
 
@@ -257,8 +236,8 @@ class _WorkerRun:
 
     async def _serve(self, loop: asyncio.AbstractEventLoop) -> int:
         spec = self.spec
-        manager = self.manager = _WorkerManager(**spec.manager_options, max_connections=spec.max_connections,
-                                                on_server=self._mark_ready)
+        manager = self.manager = ConnectionManager(**spec.manager_options, max_connections=spec.max_connections)
+        manager.on_server(lambda _server: self._mark_ready())  # the worker serves once the manager holds a server
         metrics = None
         if spec.metrics_interval is not None:
             from ._metrics import WorkerMetrics
