@@ -314,6 +314,7 @@ class Server:
         """With a shared manager: close ours only, like the manager's shutdown would."""
         ours = cast(Set[ServerConnection], self._server.all_connections)
         for ws in list(ours):
+            self.manager.closing(ws.connection, CloseReason.SHUTDOWN)  # counted as the manager's shutdown would
             ws.close_requested(ws.transport, CloseReason.SHUTDOWN)
         await self._finish_handlers(self._close_timeout, cancel=False)
         for ws in list(ours):  # still there: their peers did not finish the closing handshake
