@@ -33,6 +33,7 @@ from ._heartbeat import Heartbeat
 from ._lifecycle import Endpoint, LifecycleMixin, check_count, check_seconds
 from ._manager import ConnectionManager
 from ._protocol import ManagedBufferedProtocol, ManagedProtocol
+from ._refusal import answer_unavailable, unavailable_response
 from ._stats import Metric, ResourceStats, ShutdownSummary
 from ._sweeper import Sweeper
 
@@ -56,6 +57,8 @@ __all__ = (
     "LifecycleMixin",
     "check_seconds",
     "check_count",
+    "answer_unavailable",
+    "unavailable_response",
     "PrometheusCollector",
 )
 

@@ -37,6 +37,6 @@ if int(_websockets.__version__.split(".")[0]) < 17:
 from conntable.aio import Heartbeat
 
 from ._connection import ServerConnection
-from ._server import Server, serve
+from ._server import Server, serve, unix_serve
 
-__all__ = ("serve", "Server", "ServerConnection", "Heartbeat")
+__all__ = ("serve", "unix_serve", "Server", "ServerConnection", "Heartbeat")

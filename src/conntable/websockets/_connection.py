@@ -41,9 +41,9 @@ from websockets.asyncio.server import ServerConnection as _WebSocketsServerConne
 from websockets.frames import CloseCode
 from websockets.protocol import Protocol, State
 
-from conntable.aio import CloseReason, Heartbeat, ManagedProtocol
+from conntable.aio import CloseReason, Heartbeat, ManagedProtocol, answer_unavailable, unavailable_response
 
-__all__ = ("ServerConnection", "ServerPolicy", "unavailable_response")
+__all__ = ("ServerConnection", "ServerPolicy")
 
 #: Close frames for the reasons the manager closes a connection. 1001 (going
 #: away) is what websockets sends on server shutdown and what clients treat as
@@ -52,26 +52,12 @@ __all__ = ("ServerConnection", "ServerPolicy", "unavailable_response")
 CLOSE_FRAMES: Dict[CloseReason, Tuple[int, str]] = {
     CloseReason.IDLE: (CloseCode.GOING_AWAY, "idle timeout"),
     CloseReason.LIFETIME: (CloseCode.GOING_AWAY, "connection lifetime reached"),
-    CloseReason.SHUTDOWN: (CloseCode.GOING_AWAY, "server shutdown"),
+    CloseReason.SHUTDOWN: (CloseCode.GOING_AWAY, ""),  # websockets' own: no reason text
 }
 
 # The empty payload: pongs to it are unsolicited for websockets, which ignores
 # them; the heartbeat only needs to see that the peer sent something.
 PING_PAYLOAD = b""
-
-
-def unavailable_response(retry_after: int) -> bytes:
-    """The raw HTTP response to an opening handshake the breaker refused."""
-    body = b"Server busy: too many connections. Retry later.\n"
-    head = (
-        "HTTP/1.1 503 Service Unavailable\r\n"
-        f"Retry-After: {retry_after}\r\n"
-        "Content-Type: text/plain; charset=utf-8\r\n"
-        f"Content-Length: {len(body)}\r\n"
-        "Connection: close\r\n"
-        "\r\n"
-    )
-    return head.encode("ascii") + body
 
 
 class ServerPolicy:
@@ -84,64 +70,6 @@ class ServerPolicy:
         self.unavailable = unavailable_response(retry_after)
         #: Per reason, the close code and text; ``Server.close(code, reason)`` changes the shutdown entry.
         self.close_frames: Dict[CloseReason, Tuple[int, str]] = dict(CLOSE_FRAMES)
-
-
-class _Refusal(asyncio.Protocol):
-    """Stands in front of the manager's adapter on a refused connection until the 503 is out.
-
-    The manager's adapter discards what a refused connection sends, so the
-    request's arrival can only be seen in front of it: this protocol takes
-    the adapter's place on the transport (``set_protocol``, on refused
-    connections only, never on the hot path), watches for the end of the
-    request head, writes the response, and passes every call on to the
-    adapter, so the manager's accounting (activity, ``connection_lost``, the
-    abort after ``close_timeout``) is unchanged.
-    """
-
-    #: Answer anyway once this much arrived without the end of a request head.
-    HEAD_LIMIT = 16 * 1024
-
-    def __init__(self, adapter: asyncio.Protocol, transport: asyncio.WriteTransport, response: bytes) -> None:
-        self._adapter = adapter
-        self._transport = transport
-        self._response: Optional[bytes] = response
-        self._head = bytearray()
-
-    @classmethod
-    def answer(cls, transport: asyncio.BaseTransport, response: bytes) -> None:
-        stream: asyncio.Transport = transport  # type: ignore[assignment]
-        stream.set_protocol(cls(stream.get_protocol(), stream, response))  # type: ignore[arg-type]
-
-    def data_received(self, data: bytes) -> None:
-        self._adapter.data_received(data)
-        if self._response is None:
-            return
-        self._head += data
-        if b"\r\n\r\n" in self._head or len(self._head) >= self.HEAD_LIMIT:
-            self._send_response()
-
-    def _send_response(self) -> None:
-        response, self._response, self._head = self._response, None, bytearray()
-        transport = self._transport
-        transport.write(response)  # type: ignore[arg-type]
-        # Shut only the write side: closing with the request unread could
-        # make the kernel answer with a reset that destroys the response.
-        if transport.can_write_eof():
-            transport.write_eof()
-        else:
-            transport.close()
-
-    def eof_received(self) -> Optional[bool]:
-        return self._adapter.eof_received()
-
-    def connection_lost(self, exc: Optional[Exception]) -> None:
-        self._adapter.connection_lost(exc)
-
-    def pause_writing(self) -> None:
-        self._adapter.pause_writing()
-
-    def resume_writing(self) -> None:
-        self._adapter.resume_writing()
 
 
 #: Close codes a server sends when it closes normally; any other it sends is a failure.
@@ -187,7 +115,7 @@ class ServerConnection(_WebSocketsServerConnection, ManagedProtocol):
         response and closes, and one that does not is aborted by the manager
         after its ``close_timeout``.
         """
-        _Refusal.answer(transport, self._policy.unavailable)
+        answer_unavailable(transport, self._policy.unavailable)
 
     def close_requested(self, transport: asyncio.BaseTransport, reason: CloseReason) -> None:
         """The manager closes the connection: a close frame if it is open, else a plain close."""

@@ -39,7 +39,7 @@ from conntable.aio import (
 
 from ._connection import ServerConnection, ServerPolicy
 
-__all__ = ("serve", "Server")
+__all__ = ("serve", "unix_serve", "Server")
 
 _LOGGER = logging.getLogger("conntable.websockets")
 
@@ -56,6 +56,8 @@ MANAGER_DEFAULT: Any = _Unset()
 DEFAULT_IDLE_TIMEOUT = 60.0
 #: Default of ``close_timeout`` on a manager ``serve`` makes: websockets' default.
 DEFAULT_CLOSE_TIMEOUT = 10.0
+#: The resolution of a manager ``serve`` makes, unless the heartbeat needs a finer one.
+DEFAULT_RESOLUTION = 0.5
 #: websockets' default ``open_timeout``, which also bounds the TLS handshake there.
 DEFAULT_OPEN_TIMEOUT = 10.0
 
@@ -107,7 +109,14 @@ def serve(
     ``close_timeout``: how long a closing handshake may take before the
     connection is aborted; also passed to websockets as its ``close_timeout``.
 
-    ``create_connection``: a subclass of :class:`ServerConnection`.
+    ``create_connection``: as websockets' (a subclass of websockets'
+    ``ServerConnection``, or a function called as websockets calls it that
+    returns one); conntable's :class:`ServerConnection` is mixed into the
+    class it builds, so the handler gets both.
+
+    ``ping_interval`` below twice the manager's ``resolution`` (0.5 s by
+    default): a manager ``serve`` makes gets a finer resolution
+    (``ping_interval / 2``); with your own manager, that is a ValueError.
 
     ``ssl``: a server ``ssl.SSLContext``. The manager runs the TLS handshake
     (see :meth:`~conntable.aio.ConnectionManager.protocol_factory`), so a
@@ -125,24 +134,30 @@ def serve(
     timeout = check_seconds("ping_timeout", ping_timeout)
     owns_manager = manager is None
     if manager is None:
+        finest = min(t for t in (interval, timeout, DEFAULT_RESOLUTION * 2) if t is not None)
         manager = ConnectionManager(
             DEFAULT_IDLE_TIMEOUT if idle_timeout is MANAGER_DEFAULT else idle_timeout,
             max_connections=max_connections,
             close_timeout=DEFAULT_CLOSE_TIMEOUT if close_timeout is MANAGER_DEFAULT else close_timeout,
+            resolution=finest / 2,  # the heartbeat needs ping_interval >= 2 * resolution
         )
     elif idle_timeout is not MANAGER_DEFAULT or close_timeout is not MANAGER_DEFAULT or max_connections is not None:
         raise TypeError("idle_timeout, close_timeout and max_connections belong to the manager you passed: "
                         "set them there")
     close_timeout = manager.close_timeout
-    connection_class = ServerConnection if create_connection is None else create_connection
-    if not (isinstance(connection_class, type) and issubclass(connection_class, ServerConnection)):
-        raise TypeError(f"create_connection must be a subclass of conntable.websockets.ServerConnection, "
-                        f"got {create_connection!r}")
+    if create_connection is None:
+        build: Callable[..., Any] = ServerConnection
+    elif isinstance(create_connection, type):
+        build = managed_class(create_connection)  # TypeError unless a websockets ServerConnection
+    elif callable(create_connection):
+        build = functools.partial(_build_with, create_connection)
+    else:
+        raise TypeError(f"create_connection must be a ServerConnection class or a function, got {create_connection!r}")
     tls = _tls_options(kwargs, close_timeout)
-    manager.protocol_factory(connection_class, **tls)  # checks the TLS arguments now, not at the first accept
+    manager.protocol_factory(ServerConnection, **tls)  # checks the TLS arguments now, not at the first accept
     heartbeat = None if interval is None else Heartbeat(manager, interval, timeout, close_timeout, logger=_LOGGER)
     policy = ServerPolicy(heartbeat, retry_after)
-    factory = functools.partial(_managed_connection, manager, connection_class, policy, select_subprotocol, tls)
+    factory = functools.partial(_managed_connection, manager, build, policy, select_subprotocol, tls)
     websockets_server = ws_server.serve(
         handler, host, port,  # type: ignore[arg-type]  # it receives our subclass of its connection
         ping_interval=None,  # the heartbeat replaces websockets' keepalive task
@@ -163,9 +178,30 @@ def _tls_options(kwargs: Dict[str, Any], close_timeout: float) -> Dict[str, Any]
     return {"ssl": context, "ssl_handshake_timeout": handshake, "ssl_shutdown_timeout": shutdown}
 
 
+@functools.lru_cache(maxsize=None)
+def managed_class(cls: type) -> type:
+    """``cls`` (a subclass of websockets' ``ServerConnection``) with conntable's :class:`ServerConnection` mixed in.
+
+    ``cls`` comes first in the new class's MRO, so its overrides win and
+    reach conntable's through ``super()``. TypeError for any other class.
+    """
+    if issubclass(cls, ServerConnection):
+        return cls
+    if not issubclass(cls, ws_server.ServerConnection):
+        raise TypeError(f"create_connection must build a websockets.asyncio.server.ServerConnection, got {cls!r}")
+    return type(cls.__name__, (cls, ServerConnection), {"__module__": cls.__module__, "__qualname__": cls.__qualname__})
+
+
+def _build_with(factory: Callable[..., Any], *args: Any, **kwargs: Any) -> ServerConnection:
+    """A ``create_connection`` function's connection, made conntable's by mixing its class."""
+    connection = factory(*args, **kwargs)
+    connection.__class__ = managed_class(type(connection))  # TypeError unless a websockets ServerConnection
+    return connection  # type: ignore[no-any-return]
+
+
 def _managed_connection(
     manager: ConnectionManager,
-    connection_class: type,
+    build: Callable[..., Any],
     policy: ServerPolicy,
     select_subprotocol: Optional[Callable[..., Any]],
     tls: Dict[str, Any],
@@ -174,12 +210,17 @@ def _managed_connection(
     **kwargs: Any,
 ) -> asyncio.BaseProtocol:
     """websockets' ``create_connection``: our connection, behind the manager's adapter."""
-    connection = connection_class(protocol, server, **kwargs)
+    connection = build(protocol, server, **kwargs)
     connection._policy = policy
     if select_subprotocol is not None:
         # Shadows the Sans-I/O method, as websockets' own binding does, but with our connection.
         protocol.select_subprotocol = functools.partial(select_subprotocol, connection)
     return manager.protocol_factory(lambda: connection, **tls)()
+
+
+def unix_serve(handler: Handler, path: Optional[str] = None, **kwargs: Any) -> "Server":
+    """:func:`serve` on a Unix socket, as ``websockets.asyncio.server.unix_serve``."""
+    return serve(handler, unix=True, path=path, **kwargs)
 
 
 class Server:
@@ -254,7 +295,7 @@ class Server:
             finally:
                 raise
 
-    def close(self, close_connections: bool = True, code: int = 1001, reason: str = "server shutdown") -> None:
+    def close(self, close_connections: bool = True, code: int = 1001, reason: str = "") -> None:
         """Stop accepting and close connections (see the class docstring); idempotent."""
         if self._close_task is None:
             self._policy.close_frames[CloseReason.SHUTDOWN] = (code, reason)
