@@ -31,13 +31,19 @@ pip=("$work/venv/bin/python" -m pip install -q --disable-pip-version-check)
 
 cp -r "$checkout/tests" "$work/tests"
 if (( ! baseline )); then
-    # The one-line switch a user makes, in each file.
-    sed -i 's/^from websockets\.asyncio\.server import \*$/&; from conntable.websockets import serve, unix_serve/' \
+    # The one-line switch a user makes, in each file. SERVE_ONLY=1 leaves unix_serve websockets'
+    # (for a conntable without one, e.g. before it had it).
+    if [[ ${SERVE_ONLY:-0} == 1 ]]; then
+        ours="serve"; client_line="from websockets.asyncio.server import unix_serve; from conntable.websockets import serve"
+    else
+        ours="serve, unix_serve"; client_line="from conntable.websockets import serve, unix_serve"
+    fi
+    sed -i "s/^from websockets\.asyncio\.server import \*\$/&; from conntable.websockets import $ours/" \
         "$work/tests/asyncio/test_server.py"
-    sed -i 's/^from websockets\.asyncio\.server import serve, unix_serve$/from conntable.websockets import serve, unix_serve/' \
+    sed -i "s/^from websockets\.asyncio\.server import serve, unix_serve\$/$client_line/" \
         "$work/tests/asyncio/test_client.py"
-    grep -q "from conntable.websockets import serve, unix_serve" "$work/tests/asyncio/test_server.py"
-    grep -q "from conntable.websockets import serve, unix_serve" "$work/tests/asyncio/test_client.py"
+    grep -q "from conntable.websockets import $ours" "$work/tests/asyncio/test_server.py"
+    grep -q "from conntable.websockets import serve" "$work/tests/asyncio/test_client.py"
 fi
 cd "$work"  # the tests import websockets from the venv, not from the checkout's src/
 if (( $# )); then
