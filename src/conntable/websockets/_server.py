@@ -187,6 +187,8 @@ def managed_class(cls: type) -> type:
     """
     if issubclass(cls, ServerConnection):
         return cls
+    if cls is ws_server.ServerConnection:  # ours is its subclass already
+        return ServerConnection
     if not issubclass(cls, ws_server.ServerConnection):
         raise TypeError(f"create_connection must build a websockets.asyncio.server.ServerConnection, got {cls!r}")
     return type(cls.__name__, (cls, ServerConnection), {"__module__": cls.__module__, "__qualname__": cls.__qualname__})
