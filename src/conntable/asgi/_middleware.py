@@ -297,36 +297,46 @@ class ConnectionMiddleware:
     async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Pass the lifespan through; on ``lifespan.shutdown``, shut the connections down first.
 
-        An app that does not support the lifespan protocol (raises before
-        receiving anything) gets it run here for it, so that the shutdown
-        still happens.
+        An app that does not support the lifespan protocol (returns or raises
+        before it answered anything, as many plain ASGI apps do) gets it
+        answered here, so that the shutdown still happens.
         """
-        received = False
+        pending: List[Message] = []  # what the app received and never answered
+        answered = False
 
         async def lifespan_receive() -> Message:
-            nonlocal received
-            received = True
             message = await receive()
             if message.get("type") == "lifespan.shutdown":
                 await self.shutdown()
+            pending[:] = [message]
             return message
 
-        try:
-            await self.app(scope, lifespan_receive, send)
-        except Exception:
-            if received:
-                raise
-            logger.debug("the app does not support the lifespan protocol: conntable answers it")
-            await self._own_lifespan(receive, send)
+        async def lifespan_send(message: Message) -> None:
+            nonlocal answered
+            answered = True
+            pending.clear()
+            await send(message)
 
-    async def _own_lifespan(self, receive: Receive, send: Send) -> None:
+        try:
+            await self.app(scope, lifespan_receive, lifespan_send)
+        except Exception:
+            if answered:
+                raise
+        else:
+            if answered:
+                return
+        # The app returned or raised without answering: it does not do lifespans.
+        logger.debug("the app does not support the lifespan protocol: conntable answers it")
+        await self._own_lifespan(pending, receive, send)
+
+    async def _own_lifespan(self, pending: List[Message], receive: Receive, send: Send) -> None:
         while True:
-            message = await receive()
+            message = pending.pop() if pending else await receive()
             kind = message.get("type")
             if kind == "lifespan.startup":
                 await send({"type": "lifespan.startup.complete"})
             elif kind == "lifespan.shutdown":
-                await self.shutdown()
+                await self.shutdown()  # (done already if the app received it)
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
