@@ -242,7 +242,8 @@ class ConnectionMiddleware:
             if task is None or not ws.aborted(task):
                 error = exc
                 raise
-            error = exc  # ours (the close timeout passed): the app is over, the server's task goes on
+            # Ours (the close timeout passed): the app is over, the server's task goes on, and the
+            # connection ends for the reason decided already (peer, idle, shutdown...), not as an error.
         except BaseException as exc:
             error = exc
             raise
