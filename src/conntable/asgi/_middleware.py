@@ -227,32 +227,32 @@ class ConnectionMiddleware:
                 await self._deny(scope, receive, send)
             finally:
                 ws.state = "closed"
-                link.ended()
+                link.ended(CloseReason.REJECTED)
             return
         conn_id = link.id
         self._websockets[conn_id] = ws
         self.manager.add_cleanup(conn_id, lambda _reason: self._websockets.pop(conn_id, None))
         scope = dict(scope)
         scope[WEBSOCKET_SCOPE_KEY] = ws
-        error: Optional[BaseException] = None
+        ending = CloseReason.CLOSED  # the app returned: a close this side made (unless one was decided)
         task = asyncio.current_task()
         try:
             await self.app(scope, ws.receive, ws.send)
-        except asyncio.CancelledError as exc:
+        except asyncio.CancelledError:
             if task is None or not ws.aborted(task):
-                error = exc
+                ending = CloseReason.ERROR  # the server cancelled it
                 raise
             # Ours (the close timeout passed): the app is over, the server's task goes on, and the
             # connection ends for the reason decided already (peer, idle, shutdown...), not as an error.
-        except BaseException as exc:
-            error = exc
+        except BaseException:
+            ending = CloseReason.ERROR
             raise
         finally:
             try:
                 await ws.finish()
             finally:
                 ws.state = "closed"
-                link.ended(error)
+                link.ended(ending)
 
     async def _deny(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Refuse a WebSocket at the handshake: 503 + Retry-After if the server can send it, else close."""
@@ -274,26 +274,26 @@ class ConnectionMiddleware:
             try:
                 await _respond(send, "http.response", 503, _REFUSAL_BODY, [(b"retry-after", self._retry_after)])
             finally:
-                link.ended()
+                link.ended(CloseReason.REJECTED)
             return
         conn_id = link.id
         self._requests[conn_id] = request
         self.http_manager.add_cleanup(conn_id, lambda _reason: self._requests.pop(conn_id, None))
-        error: Optional[BaseException] = None
+        ending = CloseReason.CLOSED
         task = asyncio.current_task()
         try:
             await self.app(scope, receive, send)
-        except asyncio.CancelledError as exc:
-            error = exc
+        except asyncio.CancelledError:
             if request.state != "cancelled" or task is None or task.uncancel() != 0:
+                ending = CloseReason.ERROR
                 raise
-        except BaseException as exc:
-            error = exc
+        except BaseException:
+            ending = CloseReason.ERROR
             raise
         finally:
             if request.state == "running":
                 request.state = "done"
-            link.ended(error)
+            link.ended(ending)
 
     async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Pass the lifespan through; on ``lifespan.shutdown``, shut the connections down first.

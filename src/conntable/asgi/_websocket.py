@@ -15,9 +15,10 @@ shutdown, a broadcast that found it too slow) it sends the close frame
 server turns into HTTP 403) from a task of the connection's own, and hands
 the app's pending ``receive()`` a ``websocket.disconnect`` by cancelling the
 task waiting in it and taking that cancellation back (``Task.uncancel``):
-no extra task or future per ``receive()``. An app that then does not return
-is cancelled after the close timeout (the manager's, or for a close the
-server or the client started, one timer armed only then).
+no extra task or future per ``receive()``. However the close started (by
+conntable, the app, the client or the server), the manager's ``closing``
+deadline follows: an app that has not returned ``close_timeout`` later is
+cancelled (no timer of its own: the manager's wheel).
 """
 
 from __future__ import annotations
@@ -60,8 +61,7 @@ class WebSocket:
 
     __slots__ = (
         "scope", "path", "client", "state", "link", "_receive", "_send", "_task",
-        "_receiver", "_interrupting", "_close_code", "_closer", "_abort_timer",
-        "_close_timeout", "_aborting",
+        "_receiver", "_interrupting", "_close_code", "_closer", "_close_timeout", "_aborting",
     )
 
     def __init__(self, scope: Message, receive: Callable[[], Awaitable[Message]],
@@ -79,7 +79,6 @@ class WebSocket:
         self._interrupting = False  # that task was cancelled to give it websocket.disconnect
         self._close_code: Optional[int] = None  # the app is told this code once the close is decided
         self._closer: Optional["asyncio.Task[None]"] = None
-        self._abort_timer: Optional[asyncio.TimerHandle] = None
         self._close_timeout = close_timeout
         self._aborting = False
 
@@ -126,7 +125,8 @@ class WebSocket:
         if self.state == "closing" or self.state == "closed":
             return
         self._begin_close(code, reason)
-        self._arm_abort()
+        if self.link is not None:
+            self.link.closing(CloseReason.CLOSED)
 
     # -- what the app calls ----------------------------------------------------------
     async def receive(self) -> Message:
@@ -149,8 +149,7 @@ class WebSocket:
         if message.get("type") == "websocket.disconnect":
             self._close_code = message.get("code", 1005)
             if self.state != "closing":  # the client (or the server) closed first
-                self.link.peer_closed()  # type: ignore[union-attr]
-                self._arm_abort()
+                self.link.closing(CloseReason.PEER)  # type: ignore[union-attr]
             self.state = "closed"
         return message
 
@@ -169,6 +168,8 @@ class WebSocket:
             return
         if kind == "websocket.close":
             self.state = "closing"
+            if self.link is not None:
+                self.link.closing(CloseReason.CLOSED)
         await self._send(message)
         if self.link is not None:
             self.link.activity()
@@ -201,11 +202,6 @@ class WebSocket:
         if self.link is not None:
             self.link.activity()
 
-    def _arm_abort(self) -> None:
-        """A close this side did not time: the app gets the close timeout to return."""
-        if self._abort_timer is None and self._task is not None:
-            self._abort_timer = asyncio.get_running_loop().call_later(self._close_timeout, self.abort)
-
     def abort(self) -> None:
         """Cancel the app (the close timeout passed); the middleware takes the cancellation back."""
         if not self._aborting and self._task is not None and not self._task.done():
@@ -220,10 +216,7 @@ class WebSocket:
         return task.uncancel() == 0
 
     async def finish(self) -> None:
-        """The app returned: let a close frame in flight go out (up to the close timeout), drop the timer."""
-        if self._abort_timer is not None:
-            self._abort_timer.cancel()
-            self._abort_timer = None
+        """The app returned: let a close frame in flight go out (up to the close timeout)."""
         self._receiver = self._task = None
         closer = self._closer
         if closer is not None and not closer.done():
