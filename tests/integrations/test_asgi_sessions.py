@@ -86,7 +86,13 @@ class Expiries(collections.Counter):
 
 
 def session_test(run, check, **middleware_kwargs):
-    """Run ``check(client, store, expiries)`` against the app behind the middleware; then account."""
+    """Run ``check(client, store, expiries)`` against the app behind the middleware; then account.
+
+    Without ``header``/``cookie`` given, the middleware carries the id in the ``Mcp-Session-Id``
+    header, the documented option (the default, the ``session`` cookie, has a test of its own).
+    """
+    if "header" not in middleware_kwargs and "cookie" not in middleware_kwargs:
+        middleware_kwargs.update(header=HEADER, cookie=None)
 
     async def scenario():
         fds, tasks = open_fds(), asyncio.all_tasks()
@@ -227,7 +233,7 @@ def test_header_names_from_a_server_that_does_not_lowercase(run):
             seen.append(session_of(scope).data)
             await respond(send, 200)
 
-        middleware = SessionMiddleware(inner, store, cookie="sid")
+        middleware = SessionMiddleware(inner, store, header=HEADER, cookie="sid")
         token = store.create({"n": 1})
         sent = []
 
@@ -262,3 +268,24 @@ def test_bad_middleware_arguments():
     ):
         with pytest.raises(error):
             SessionMiddleware(app, store, **kwargs)
+
+
+def test_the_default_is_the_session_cookie(run):
+    async def check(client, store, expiries):
+        started = await client.post("/init")
+        assert HEADER not in started.headers
+        cookie = started.headers["set-cookie"]
+        assert cookie.startswith("session=") and "HttpOnly" in cookie
+        token = cookie.split(";")[0].split("=", 1)[1]
+        assert token in store
+        assert (await client.get("/count", headers={"Cookie": f"session={token}"})).status_code == 200
+        assert (await client.get("/count", headers={"Cookie": "session=stale"})).status_code == 404
+
+    session_test(run, check, header=None)  # the cookie left to its default
+
+
+def test_default_arguments_are_the_cookie_and_no_header():
+    import inspect
+
+    parameters = inspect.signature(SessionMiddleware).parameters
+    assert parameters["cookie"].default == "session" and parameters["header"].default is None

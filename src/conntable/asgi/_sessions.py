@@ -3,12 +3,14 @@
 ::
 
     store = SessionStore(idle_ttl=1800.0)
-    app = SessionMiddleware(app, store)                       # the Mcp-Session-Id header
-    app = SessionMiddleware(app, store, header=None, cookie="sid")   # or a cookie
+    app = SessionMiddleware(app, store)                       # the "session" cookie
+    app = SessionMiddleware(app, store, header="Mcp-Session-Id", cookie=None)   # or a header
 
-Per HTTP request, the middleware reads the session id from the header (default
-``Mcp-Session-Id``, as MCP's streamable HTTP transport sends it) and/or the
-cookie, and then:
+Per HTTP request, the middleware reads the session id from the cookie (default
+``session``) and/or a header (none by default; ``header="Mcp-Session-Id"``
+for clients of MCP's older streamable HTTP transport, which carried
+protocol-level sessions in it: the 2026-07-28 MCP specification removed
+them), and then:
 
 * no id: the app runs; it may start a session with
   ``session_of(scope).create(data)``, and the response carries the new id
@@ -131,8 +133,9 @@ class SessionMiddleware:
     """ASGI middleware that finds, holds, creates and refuses sessions (see the module docstring).
 
     ``header``: the request and response header carrying the session id
-    (None: do not use a header). ``cookie``: the cookie carrying it (None,
-    the default: no cookie). ``cookie_attributes``: appended to the
+    (None, the default: no header; ``"Mcp-Session-Id"`` for MCP's legacy
+    streamable HTTP clients). ``cookie``: the cookie carrying it (default
+    ``"session"``; None: no cookie). ``cookie_attributes``: appended to the
     ``Set-Cookie`` of a new session. ``retry_after``: seconds, in the 503
     sent when the store is full.
     """
@@ -142,8 +145,8 @@ class SessionMiddleware:
         app: ASGIApp,
         store: SessionStore,
         *,
-        header: Optional[str] = "Mcp-Session-Id",
-        cookie: Optional[str] = None,
+        header: Optional[str] = None,
+        cookie: Optional[str] = "session",
         cookie_attributes: str = "Path=/; HttpOnly; SameSite=Lax",
         retry_after: int = 5,
     ) -> None:
