@@ -144,6 +144,8 @@ class AsgiScenario:
         self.last_received: Dict[int, Dict[str, Any]] = {}
         self.clients: List[ClientConnection] = []
         self.server: Optional[AsgiServer] = None
+        #: The app under test does lifespans (a Starlette or FastAPI app): pass them on.
+        self.app_lifespan = False
 
     def _cleaned(self, conn_id: int, reason: CloseReason) -> None:
         self.cleanups[conn_id] += 1
@@ -166,15 +168,16 @@ class AsgiScenario:
 
                 await app(scope, noted_receive, send)
                 return
-            if scope["type"] == "http":
+            if scope["type"] == "http" or self.app_lifespan:
                 await app(scope, receive, send)
-            # A lifespan: the apps under test do not do lifespans (the middleware answers it for them).
+            # Else a lifespan, and a plain app that does not do them: the middleware answers it.
 
         return probed
 
     async def start(self, app: ASGIApp, *, outer: Optional[Callable[[ASGIApp], ASGIApp]] = None,
-                    shutdown_first: bool = False) -> AsgiServer:
+                    shutdown_first: bool = False, app_lifespan: bool = False) -> AsgiServer:
         """Serve ``ConnectionMiddleware(probe(app))`` (inside ``outer``, if given) on the scenario's server."""
+        self.app_lifespan = app_lifespan
         self.mw = ConnectionMiddleware(self.probe(app), **self.middleware_kwargs)
         served: ASGIApp = self.mw if outer is None else outer(self.mw)
         self.server = await AsgiServer(self.server_kind, served, self.mw if shutdown_first else None).start()
