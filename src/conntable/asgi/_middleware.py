@@ -37,9 +37,9 @@ the process.
   what is left is cancelled, and a summary is logged and returned. uvicorn
   and hypercorn send ``lifespan.shutdown`` only after closing connections
   themselves (uvicorn with 1012, waiting without a bound by default; the
-  close timeout above bounds each app then); to close with 1001 first, run
-  the server through :func:`conntable.asgi.uvicorn_server` or hand
-  hypercorn :meth:`ConnectionMiddleware.shutdown_trigger`.
+  close timeout above bounds each app then); to close with 1001 first, hand
+  hypercorn :meth:`ConnectionMiddleware.shutdown_trigger`, or await
+  :meth:`ConnectionMiddleware.shutdown` before the server stops.
 * The live registry: ``middleware.websockets`` and ``middleware.requests``,
   read-only mappings from connection id to a record (``path``, ``client``,
   ``state``, ``opened_at``, ``last_activity``); :meth:`broadcast`;
