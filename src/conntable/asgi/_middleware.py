@@ -61,6 +61,7 @@ from conntable.aio import CloseReason, ConnectionManager, ResourceStats, Shutdow
 from conntable.aio._arguments import grace_seconds, optional_seconds
 
 from ._link import Link, register
+from ._responses import respond as _respond
 from ._websocket import WebSocket, WebSocketClosed
 
 __all__ = ("ConnectionMiddleware", "HTTPRequest", "BroadcastResult", "ASGIShutdownSummary",
@@ -433,17 +434,3 @@ class ConnectionMiddleware:
     def __repr__(self) -> str:
         return (f"<{type(self).__qualname__} websockets={len(self._websockets)} "
                 f"requests={len(self._requests)} idle_timeout={self.manager.idle_timeout!r}>")
-
-
-async def _respond(send: Send, prefix: str, status: int, body: bytes, headers: List[Any]) -> None:
-    """A plain-text response: ``http.response.*``, or the denial ``websocket.http.response.*``."""
-    await send({
-        "type": prefix + ".start",
-        "status": status,
-        "headers": [
-            (b"content-type", b"text/plain; charset=utf-8"),
-            (b"content-length", str(len(body)).encode("ascii")),
-            *headers,
-        ],
-    })
-    await send({"type": prefix + ".body", "body": body})

@@ -47,6 +47,8 @@ from typing import Any, Awaitable, Callable, List, MutableMapping, Optional, Tup
 from conntable._common import check_size
 from conntable.sessions import SessionLimitReached, SessionStore
 
+from ._responses import respond
+
 __all__ = ("SessionMiddleware", "RequestSession", "session_of", "SCOPE_KEY")
 
 Scope = MutableMapping[str, Any]
@@ -252,13 +254,4 @@ class SessionMiddleware:
 
     @staticmethod
     async def _respond(send: Send, status: int, body: bytes, headers: Headers) -> None:
-        await send({
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", b"text/plain; charset=utf-8"),
-                (b"content-length", str(len(body)).encode("ascii")),
-                *headers,
-            ],
-        })
-        await send({"type": "http.response.body", "body": body})
+        await respond(send, "http.response", status, body, headers)
