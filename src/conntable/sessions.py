@@ -48,7 +48,7 @@ from conntable.aio import Sweeper
 from conntable.aio._arguments import grace_seconds, optional_seconds
 from conntable.aio._log import EXITS, propagate
 
-__all__ = ("SessionStore", "SessionHold", "SessionLimitReached")
+__all__ = ("SessionStore", "SessionHold", "SessionLimitReached", "SessionStoreUnavailable")
 
 logger = logging.getLogger("conntable.sessions")
 
@@ -64,6 +64,10 @@ OnExpire = Callable[[str, Any], Any]
 
 class SessionLimitReached(Exception):
     """:meth:`SessionStore.create` was called with ``max_sessions`` sessions alive. Nothing was evicted."""
+
+
+class SessionStoreUnavailable(Exception):
+    """A store kept elsewhere (:mod:`conntable.redis_sessions`) cannot be reached now; nothing changed."""
 
 
 class _Cleanable(Protocol):
