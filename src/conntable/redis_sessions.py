@@ -172,6 +172,9 @@ redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
 return redis.call('ZCARD', KEYS[1])
 """
 
+#: Modules whose loads() may run code: refused as serializers (anyone who can write to Redis could run code here).
+_CODE_RUNNING = frozenset({"pickle", "_pickle", "cPickle", "dill", "cloudpickle", "marshal", "shelve"})
+
 Cleanup = Callable[[str], Any]
 OnExpire = Callable[[str, Any], Any]
 _MISSING: Any = object()
@@ -258,6 +261,11 @@ class RedisSessionStore:
         self.serializer: Serializer = JSONSerializer() if serializer is None else serializer
         if not (callable(getattr(self.serializer, "dumps", None)) and callable(getattr(self.serializer, "loads", None))):
             raise TypeError("serializer must have dumps(data) -> bytes and loads(bytes) -> data")
+        if getattr(self.serializer, "__name__", None) in _CODE_RUNNING:
+            raise ValueError(
+                f"serializer {self.serializer.__name__} runs code from the shared store when it loads: "
+                f"use JSON (the default) or another format that only builds data"
+            )
         if not isinstance(prefix, str):
             raise TypeError(f"prefix must be a str, not {type(prefix).__name__}")
         if not prefix or any(char in prefix for char in "{}"):
@@ -287,9 +295,11 @@ class RedisSessionStore:
         self._waiter: Optional["asyncio.Future[None]"] = None
         self._sleeping_until = -math.inf
         self._closed = False
-        #: Batches the refresher sent, and how many failed (Redis unreachable): tests and metrics read them.
+        #: Batches the refresher sent, how many failed (Redis unreachable), and how many sessions
+        #: they refreshed or checked: tests and metrics read them.
         self.batches = 0
         self.failed_batches = 0
+        self.checks = 0
 
     @classmethod
     def from_url(cls, url: str, idle_ttl: float, *, timeout: float = 2.0, **kwargs: Any) -> "RedisSessionStore":
@@ -613,6 +623,7 @@ class RedisSessionStore:
                 outage = True
                 continue
             self.batches += 1
+            self.checks += len(batch)
             retry = RETRY_FIRST
             for tracked, reply in zip(batch, replies):
                 self._settle(tracked, reply)
