@@ -36,16 +36,26 @@ wins over the cookie; a header repeated with two different ids is answered
 ``400`` (a request cannot be in two sessions), and of a cookie repeated in
 one request the first is used (the most specific path, RFC 6265 5.4).
 
+Either store: a :class:`~conntable.redis_sessions.RedisSessionStore` (shared
+by every worker through Redis) works the same way, with three differences:
+``create()`` and ``delete()`` on the request's session are then coroutines
+(``await session_of(scope).create(data)``); changes to ``data`` are saved to
+Redis before ``http.response.start`` goes out (when its serialised form
+changed); and a store that cannot reach Redis
+(:class:`~conntable.sessions.SessionStoreUnavailable`) gets ``503`` with
+``Retry-After``, whether the middleware or the app met it.
+
 Plain ASGI: no framework is needed or imported. The store is the app's to
 shut down (``await store.shutdown()``, e.g. in the lifespan handler).
 """
 
 from __future__ import annotations
 
+import inspect
 from typing import Any, Awaitable, Callable, List, MutableMapping, Optional, Tuple
 
 from conntable._common import check_size
-from conntable.sessions import SessionLimitReached, SessionStore
+from conntable.sessions import SessionLimitReached, SessionStoreUnavailable
 
 from ._responses import respond
 
@@ -84,15 +94,17 @@ class RequestSession:
     and ``deleted`` say what this request did to it.
     """
 
-    __slots__ = ("_store", "token", "data", "created", "deleted", "_response_started")
+    __slots__ = ("_store", "token", "data", "created", "deleted", "_response_started", "_remote", "_saved")
 
-    def __init__(self, store: SessionStore, token: Optional[str] = None, data: Any = None) -> None:
+    def __init__(self, store: Any, token: Optional[str] = None, data: Any = None) -> None:
         self._store = store
         self.token = token
         self.data = data
         self.created = False
         self.deleted = False
         self._response_started = False
+        self._remote = _is_remote(store)  # a store whose operations are coroutines (Redis)
+        self._saved = b""  # the data as the remote store has it, serialised
 
     def __bool__(self) -> bool:
         return self.token is not None
@@ -112,6 +124,8 @@ class RequestSession:
             )
         if self.token is not None and not self.deleted:
             raise RuntimeError("this request already has a session")
+        if self._remote:
+            return self._create_remote({} if data is None else data)  # type: ignore[return-value]
         self.token = self._store.create(data)
         self.data = self._store[self.token]
         self.created, self.deleted = True, False
@@ -121,9 +135,35 @@ class RequestSession:
         """End the session now (``on_expire`` runs); later requests with its id get 404."""
         if self.token is None:
             raise RuntimeError("this request has no session")
+        if self._remote:
+            return self._delete_remote()  # type: ignore[return-value]
         if self.token in self._store:
             self._store.delete(self.token)
         self.deleted = True
+
+    async def _create_remote(self, data: Any) -> str:
+        self.token = await self._store.create(data)
+        self.data, self._saved = data, self._store.serializer.dumps(data)
+        self.created, self.deleted = True, False
+        return self.token
+
+    async def _delete_remote(self) -> None:
+        try:
+            await self._store.delete(self.token)
+        except KeyError:  # ended meanwhile: deleted all the same
+            pass
+        self.deleted = True
+
+    async def _save_if_changed(self) -> None:
+        if self.token is not None and not self.deleted:
+            raw = self._store.serializer.dumps(self.data)
+            if raw != self._saved:
+                await self._store.save(self.token, self.data)
+                self._saved = raw
+
+
+def _is_remote(store: Any) -> bool:
+    return inspect.iscoroutinefunction(getattr(store, "create", None))
 
 
 def session_of(scope: Scope) -> RequestSession:
@@ -139,13 +179,15 @@ class SessionMiddleware:
     streamable HTTP clients). ``cookie``: the cookie carrying it (default
     ``"session"``; None: no cookie). ``cookie_attributes``: appended to the
     ``Set-Cookie`` of a new session. ``retry_after``: seconds, in the 503
-    sent when the store is full.
+    sent when the store is full or unreachable. ``store``: a
+    :class:`~conntable.sessions.SessionStore` or a
+    :class:`~conntable.redis_sessions.RedisSessionStore`.
     """
 
     def __init__(
         self,
         app: ASGIApp,
-        store: SessionStore,
+        store: Any,
         *,
         header: Optional[str] = None,
         cookie: Optional[str] = "session",
@@ -178,11 +220,19 @@ class SessionMiddleware:
         hold = None
         if token is not None:
             try:
-                session.data = self.store[token]  # touches
+                if session._remote:  # touched and held in one round trip
+                    session.data, hold = await self.store.open(token)
+                    session._saved = self.store.serializer.dumps(session.data)
+                else:
+                    session.data = self.store[token]  # touches
             except KeyError:
                 await self._respond(send, 404, b"Unknown or expired session.\n", self._forget_cookie())
                 return
-            hold = self.store.hold(token)
+            except SessionStoreUnavailable:
+                await self._unavailable(send, b"Session store unavailable. Retry later.\n")
+                return
+            if hold is None:
+                hold = self.store.hold(token)
         scope = dict(scope)
         scope[SCOPE_KEY] = session
         started = False
@@ -190,6 +240,8 @@ class SessionMiddleware:
         async def send_with_session(message: Message) -> None:
             nonlocal started
             if message["type"] == "http.response.start":
+                if session._remote:
+                    await session._save_if_changed()  # before the headers go: the next request sees it
                 started = session._response_started = True
                 extra = self._session_headers(session)
                 if extra:
@@ -202,7 +254,11 @@ class SessionMiddleware:
         except SessionLimitReached:
             if started:
                 raise
-            await self._respond(send, 503, b"Too many sessions. Retry later.\n", [(b"retry-after", self._retry_after)])
+            await self._unavailable(send, b"Too many sessions. Retry later.\n")
+        except SessionStoreUnavailable:
+            if started:
+                raise
+            await self._unavailable(send, b"Session store unavailable. Retry later.\n")
         finally:
             if hold is not None:
                 hold.release()
@@ -251,6 +307,9 @@ class SessionMiddleware:
         if self._cookie is None:
             return []
         return [self._set_cookie(b"", "Max-Age=0; " + self._cookie_attributes)]
+
+    async def _unavailable(self, send: Send, body: bytes) -> None:
+        await self._respond(send, 503, body, [(b"retry-after", self._retry_after)])
 
     @staticmethod
     async def _respond(send: Send, status: int, body: bytes, headers: Headers) -> None:
