@@ -203,7 +203,7 @@ class _Cleanable(Protocol):
 class _Tracked:
     """A session this process follows: its wheel entry is ``key``; ``armed`` while it is in the wheel."""
 
-    __slots__ = ("key", "token", "data", "holds", "released", "cleanups", "follow", "armed", "ended")
+    __slots__ = ("key", "token", "data", "holds", "released", "touched", "cleanups", "follow", "armed", "ended")
 
     def __init__(self, key: int, token: str, data: Any) -> None:
         self.key = key
@@ -211,6 +211,7 @@ class _Tracked:
         self.data = data
         self.holds = 0
         self.released = False  # the last hold went: the refresher touches it once more
+        self.touched = -math.inf  # (loop time) when this process last set its TTL
         self.cleanups: List[Cleanup] = []
         self.follow = False  # on_expire is due for it: tracked until it ends
         self.armed = False
@@ -352,7 +353,7 @@ class RedisSessionStore:
         if self._on_expire is not None:
             tracked = self._track(token, data)
             tracked.follow = True
-            self._arm(tracked, int(reply[0]) / 1000)
+            self._rearm(tracked, reply[0], touched=True)
         return token
 
     async def get(self, token: str, default: Any = None) -> Any:
@@ -422,7 +423,7 @@ class RedisSessionStore:
         if reply is None:
             raise KeyError("unknown or expired session")
         data = self.serializer.loads(reply[1])
-        return data, self._hold(token, data, int(reply[0]) / 1000)
+        return data, self._hold(token, data, reply[0])
 
     async def hold(self, token: str) -> SessionHold:
         """Keep the session from idle-expiring, everywhere, until the hold is released.
@@ -435,7 +436,7 @@ class RedisSessionStore:
         if reply is None:
             raise KeyError("unknown or expired session")
         tracked = self._tracked.get(token)
-        return self._hold(token, None if tracked is None else tracked.data, int(reply[0]) / 1000)
+        return self._hold(token, None if tracked is None else tracked.data, reply[0])
 
     async def bind(self, token: str, connection: _Cleanable) -> None:
         """Hold the session for as long as ``connection`` lives (see :meth:`SessionStore.bind`)."""
@@ -466,8 +467,7 @@ class RedisSessionStore:
         if tracked is None:
             tracked = self._track(token, None)
         tracked.cleanups.append(callback)
-        if not tracked.holds:
-            self._arm(tracked, _pttl(reply[0], self.idle_ttl))
+        self._rearm(tracked, reply[0], touched=False)
 
     # -- the end -------------------------------------------------------------------------
     async def shutdown(self, grace: float = 30.0) -> None:
@@ -540,8 +540,8 @@ class RedisSessionStore:
         if tracked is not None:
             if not reply:
                 self._end(tracked)
-            elif not tracked.holds:
-                self._arm(tracked, int(reply[0]) / 1000)
+            else:
+                self._rearm(tracked, reply[0], touched=True)
         return reply or None
 
     # -- the local wheel -----------------------------------------------------------------
@@ -557,23 +557,57 @@ class RedisSessionStore:
             tracked = self._tracked[token] = _Tracked(key, token, data)
         return tracked
 
-    def _hold(self, token: str, data: Any, ttl: float) -> SessionHold:
+    def _hold(self, token: str, data: Any, ttl_ms: Any) -> SessionHold:
         tracked = self._track(token, data)
         tracked.holds += 1
         if self._on_expire is not None:
             tracked.follow = True
-        if tracked.holds == 1:
-            self._arm(tracked, min(self._period, ttl))
+        self._rearm(tracked, ttl_ms, touched=True)
         return SessionHold(self, tracked)  # type: ignore[arg-type]
 
     def _release(self, tracked: _Tracked) -> None:
-        """The last hold gone: one more refresh (the idle clock starts now), then checks only."""
-        if tracked.ended or tracked.holds == 0:
+        """The last hold gone: the idle clock starts now, so one more touch (unless one just happened)."""
+        if tracked.ended or tracked.holds <= 0:
             return
         tracked.holds -= 1
         if tracked.holds == 0:
-            tracked.released = True
+            # A request shorter than the resolution was touched by its own start: no second round trip.
+            tracked.released = self._loop.time() - tracked.touched >= self.resolution  # type: ignore[union-attr]
+            self._rearm(tracked, self._idle_ms, touched=False)
+
+    def _rearm(self, tracked: _Tracked, ttl_ms: Any, *, touched: bool) -> None:
+        """What this process does next for a live session whose key expires in ``ttl_ms`` (PTTL or TTL set).
+
+        Held: renew it in ``idle_ttl / 3`` (or when its absolute deadline is
+        due). Released and not yet touched since: touch it at once. With
+        cleanups or on_expire: check it when Redis would expire it.
+        Otherwise this process has nothing to do for it: forget it.
+        """
+        if tracked.ended:
+            return
+        if self._closed:  # an operation that was on its way during shutdown: this process is done with it
+            self._end(tracked)
+            return
+        seconds = _pttl(ttl_ms, self.idle_ttl)
+        if touched:
+            tracked.touched = self._loop.time()  # type: ignore[union-attr]
+            if tracked.holds == 0:
+                tracked.released = False  # this touch started the idle clock
+        if tracked.holds > 0:
+            self._arm(tracked, min(self._period, seconds))
+        elif tracked.released:
             self._arm(tracked, 0.0)
+        elif tracked.cleanups or tracked.follow:
+            self._arm(tracked, seconds)
+        else:  # it lives on in Redis; nothing here depends on it
+            self._forget(tracked)
+
+    def _forget(self, tracked: _Tracked) -> None:
+        tracked.ended = True
+        self._tracked.pop(tracked.token, None)
+        if tracked.armed:
+            del self._table[tracked.key]
+            tracked.armed = False
 
     def _arm(self, tracked: _Tracked, seconds: float) -> None:
         """Put the session's wheel entry ``seconds`` from now (it is refreshed or checked then)."""
@@ -607,7 +641,7 @@ class RedisSessionStore:
             for tracked in batch:
                 tracked.armed = False
             try:
-                replies = await self._check(batch)
+                touches, replies = await self._check(batch)
             except asyncio.CancelledError:
                 raise
             except BaseException as exc:  # Redis unreachable, or anything else: retry, never die
@@ -625,8 +659,8 @@ class RedisSessionStore:
             self.batches += 1
             self.checks += len(batch)
             retry = RETRY_FIRST
-            for tracked, reply in zip(batch, replies):
-                self._settle(tracked, reply)
+            for tracked, touched, reply in zip(batch, touches, replies):
+                self._settle(tracked, touched, reply)
             if outage:  # back after an outage: a restart may have lost keys, check them all now
                 outage = False
                 for tracked in list(self._tracked.values()):
@@ -646,41 +680,33 @@ class RedisSessionStore:
             if handle is not None:
                 handle.cancel()
 
-    async def _check(self, batch: List[_Tracked]) -> List[Any]:
+    async def _check(self, batch: List[_Tracked]) -> Tuple[List[bool], List[Any]]:
+        """One pipeline: held (or just released) sessions are touched, the others only looked at."""
         pipe = self.client.pipeline(transaction=False)
+        touches = []
         for tracked in batch:
-            mode = "touch" if tracked.holds or tracked.released else "peek"
+            touch = tracked.holds > 0 or tracked.released
+            touches.append(touch)
+            mode = "touch" if touch else "peek"
             await self._access(keys=self._keys(tracked.token), args=[mode, tracked.token, self._idle_ms], client=pipe)
-        return await pipe.execute(raise_on_error=False)  # type: ignore[no-any-return]
+        return touches, await pipe.execute(raise_on_error=False)
 
-    def _settle(self, tracked: _Tracked, reply: Any) -> None:
+    def _settle(self, tracked: _Tracked, touched: bool, reply: Any) -> None:
         if tracked.ended:
             return
         if isinstance(reply, Exception):
             logger.error("session refresh failed in Redis: %s", reply)
             self._arm(tracked, self._period)
-            return
-        if not reply:
+        elif not reply:
             self._end(tracked)  # expired, deleted elsewhere, or lost by Redis
-            return
-        tracked.released = False  # (the release's touch, if one was due, is done)
-        if tracked.holds > 0:
-            self._arm(tracked, min(self._period, int(reply[0]) / 1000))
-        elif tracked.cleanups or tracked.follow:
-            self._arm(tracked, _pttl(reply[0], self.idle_ttl))
-        else:  # nothing to do for it here any more; it lives on in Redis
-            del self._tracked[tracked.token]
-            tracked.ended = True
+        else:
+            self._rearm(tracked, reply[0], touched=touched)
 
     def _end(self, tracked: _Tracked) -> None:
         """The one way out of this process, once per session: forget it, then its cleanups."""
         if tracked.ended:
             return
-        tracked.ended = True
-        self._tracked.pop(tracked.token, None)
-        if tracked.armed:
-            del self._table[tracked.key]
-            tracked.armed = False
+        self._forget(tracked)
         callbacks: List[Tuple[Callable[..., Any], Tuple[Any, ...]]] = [(c, (tracked.token,)) for c in tracked.cleanups]
         if tracked.follow and self._on_expire is not None:
             callbacks.append((self._on_expire, (tracked.token, tracked.data)))
@@ -711,7 +737,7 @@ class RedisSessionStore:
 
 
 def _pttl(reply: Any, fallback: float) -> float:
-    """Seconds until Redis expires the key, from a PTTL reply (-1: no TTL, checked after ``fallback``)."""
+    """Seconds until Redis expires the key, from a TTL in ms (-1, no TTL: checked after ``fallback``)."""
     milliseconds = int(reply)
     return fallback if milliseconds < 0 else milliseconds / 1000
 

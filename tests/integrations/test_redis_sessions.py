@@ -299,3 +299,60 @@ def test_redis_killed_and_restarted_mid_run(redis_server, run):
         assert counts == {token: 1 for token in tokens}
 
     run(scenario())
+
+
+def consistent(store) -> None:
+    """The local wheel holds exactly the armed sessions this process tracks (the others are in flight)."""
+    table = store._table
+    for tracked in store._tracked.values():
+        assert not tracked.ended
+        assert tracked.armed == (tracked.key in table)
+        assert tracked.holds >= 0
+    assert all(not tracked.ended and store._tracked[tracked.token] is tracked for tracked in table.values())
+
+
+def test_random_holds_touches_deletes_and_cleanups_stay_consistent(url, run):
+    """Operations racing the refresher's batches (a release while its refresh is on the way, ...)."""
+    import random
+
+    async def scenario():
+        rng = random.Random(15)
+        counts = Counts()
+        expired = collections.Counter()
+        store = store_on(url, idle_ttl=0.2, resolution=0.01, on_expire=lambda token, data: expired.update([token]))
+        tokens = [await store.create({"n": i}) for i in range(30)]
+        holds = collections.defaultdict(list)
+        gone = set()
+        attached = collections.Counter()
+        for _ in range(600):  # bounded: 600 operations, each a round trip or none
+            token = rng.choice(tokens)
+            op = rng.randrange(6)
+            try:
+                if op == 0:
+                    holds[token].append(await store.hold(token))
+                elif op == 1 and holds[token]:
+                    holds[token].pop(rng.randrange(len(holds[token]))).release()
+                elif op == 2:
+                    await store.touch(token)
+                elif op == 3:
+                    await store.add_cleanup(token, counts.cleanup)
+                    attached[token] += 1
+                elif op == 4 and rng.random() < 0.1:
+                    await store.delete(token)
+                elif op == 5:
+                    await asyncio.sleep(rng.choice([0, 0.001, 0.01, 0.05]))
+            except KeyError:
+                gone.add(token)
+            consistent(store)
+        creating = asyncio.ensure_future(store.create({"late": True}))  # on its way during shutdown
+        await store.shutdown()
+        late = await asyncio.gather(creating, return_exceptions=True)
+        consistent(store)
+        assert len(store) == 0 and not store._table
+        assert set(expired) >= gone and all(runs == 1 for runs in expired.values())
+        assert set(tokens) <= set(expired)  # every session created here ended here, once
+        if isinstance(late[0], str):
+            assert expired[late[0]] == 1
+        assert counts == attached  # each attached cleanup ran exactly once
+
+    run(scenario())
