@@ -5,15 +5,18 @@ from __future__ import annotations
 import asyncio
 import collections
 import json
+import logging
 import math
 import os
 import pickle
 
 import pytest
-from aio_support import eventually
+from aio_support import BASE_EXCEPTIONS, EXITS, eventually
 from redis_support import RedisServer, free_port
+from server_fixtures import run_on
 
 import redis.asyncio as aioredis
+from redis import exceptions as redis_errors
 from conntable.redis_sessions import JSONSerializer, RedisSessionStore
 from conntable.sessions import SessionLimitReached, SessionStoreUnavailable
 
@@ -356,3 +359,63 @@ def test_random_holds_touches_deletes_and_cleanups_stay_consistent(url, run):
         assert counts == attached  # each attached cleanup ran exactly once
 
     run(scenario())
+
+
+@pytest.mark.parametrize("kind", list(BASE_EXCEPTIONS))
+def test_every_base_exception_from_a_cleanup_stops_nothing(url, loop_kind, kind, caplog):
+    """A cleanup raising anything, from the refresher's check, from delete and from shutdown."""
+    exception = BASE_EXCEPTIONS[kind]
+    escaped: list = []
+
+    async def scenario():
+        counts = Counts()
+
+        def raising(token):
+            raise exception("from a cleanup")
+
+        store = store_on(url, idle_ttl=TTL)
+        by_refresher, by_delete, by_shutdown, later = [await store.create() for _ in range(4)]
+        for token in (by_refresher, by_delete, by_shutdown):
+            await store.add_cleanup(token, raising)
+            await store.add_cleanup(token, counts.cleanup)
+        await store.delete(by_delete)
+        while counts[by_refresher] == 0:  # ended by the refresher, which raised nothing out
+            await store.touch(by_shutdown)
+            await store.touch(later)
+            await asyncio.sleep(0.02)
+        await store.add_cleanup(later, counts.cleanup)  # the refresher still works after it
+        while counts[later] == 0:
+            await store.touch(by_shutdown)
+            await asyncio.sleep(0.02)
+        await store.shutdown()
+        assert counts == {by_refresher: 1, by_delete: 1, by_shutdown: 1, later: 1}
+        assert len(store) == 0
+
+    with caplog.at_level(logging.ERROR, logger="conntable.redis_sessions"):
+        run_on(loop_kind, scenario(), escaped=escaped)
+    assert [type(exc) for exc in escaped] == ([exception] * 3 if issubclass(exception, EXITS) else [])
+    assert sum("session cleanup failed" in record.getMessage() for record in caplog.records) == 3
+
+
+def test_a_record_overwritten_by_another_client_fails_alone(url, run, caplog):
+    async def scenario():
+        raw = aioredis.Redis.from_url(url)
+        counts = Counts()
+        async with store_on(url) as store:
+            broken, fine = await store.create(), await store.create()
+            for token in (broken, fine):
+                await store.add_cleanup(token, counts.cleanup)
+            hold = await store.hold(broken)
+            await raw.set(store._record(broken), "not a hash")  # WRONGTYPE for the scripts
+            with pytest.raises(redis_errors.ResponseError):
+                await store.get(broken)
+            failed = caplog.text.count("session refresh failed in Redis")
+            while counts[fine] == 0:  # the refresher goes on with the others
+                await asyncio.sleep(0.02)
+            assert caplog.text.count("session refresh failed in Redis") > failed and not counts[broken]
+            hold.release()
+        assert counts == {broken: 1, fine: 1}
+        await raw.aclose()
+
+    with caplog.at_level(logging.ERROR, logger="conntable.redis_sessions"):
+        run(scenario())
