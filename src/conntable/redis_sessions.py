@@ -64,22 +64,21 @@ be able to run code.
 from __future__ import annotations
 
 import asyncio
-import inspect
 import json
 import logging
 import math
 import secrets
-from typing import Any, Callable, Dict, List, Optional, Protocol, Set, Tuple
+from typing import Any, Callable, Dict, List, Optional, Protocol, Tuple
 
 import redis.asyncio as aioredis
 from redis import exceptions as redis_errors
 
 import conntable
 from conntable._common import check_resolution, check_size, check_timeout
+from conntable._session_callbacks import Callbacks
 from conntable.aio._arguments import grace_seconds, optional_seconds
 from conntable.aio._log import EXITS, propagate
 from conntable.sessions import (
-    CANCEL_TIMEOUT,
     TOKEN_BYTES,
     SessionHold,
     SessionLimitReached,
@@ -289,7 +288,7 @@ class RedisSessionStore:
         self._count = client.register_script(_COUNT)
         self._tracked: Dict[str, _Tracked] = {}
         self._last_key = 0
-        self._expiring: Set["asyncio.Task[Any]"] = set()
+        self._callbacks = Callbacks(logger, "session cleanup")
         self._loop: Optional[asyncio.AbstractEventLoop] = None
         self._table: Any = None
         self._refresher: Optional["asyncio.Task[None]"] = None
@@ -486,15 +485,7 @@ class RedisSessionStore:
             await asyncio.wait([refresher])
         for tracked in list(self._tracked.values()):
             self._end(tracked)
-        if self._expiring:
-            timeout = None if seconds == math.inf else seconds
-            _done, pending = await asyncio.wait(list(self._expiring), timeout=timeout)
-            for task in pending:
-                task.cancel()
-            if pending:
-                await asyncio.wait(pending, timeout=CANCEL_TIMEOUT)
-            if self._expiring:
-                logger.warning("%d session cleanups ignored cancellation", len(self._expiring))
+        await self._callbacks.wait(seconds)
         if self._owns_client:
             self._owns_client = False
             await self.client.aclose()
@@ -546,7 +537,7 @@ class RedisSessionStore:
 
     # -- the local wheel -----------------------------------------------------------------
     def _bind(self) -> None:
-        loop = self._loop = asyncio.get_running_loop()
+        loop = self._loop = self._callbacks.loop = asyncio.get_running_loop()
         self._table = conntable.ConnectionTable(math.inf, resolution=self.resolution, now=loop.time())
         self._refresher = loop.create_task(self._refresh(), name="conntable-session-refresher")
 
@@ -712,28 +703,7 @@ class RedisSessionStore:
             callbacks.append((self._on_expire, (tracked.token, tracked.data)))
         tracked.cleanups = []
         for callback, args in callbacks:
-            try:
-                result = callback(*args)
-                if inspect.isawaitable(result):
-                    self._run_later(result)
-            except BaseException as exc:
-                logger.error("session cleanup failed", exc_info=exc)
-                propagate(exc if isinstance(exc, EXITS) else None)
-
-    def _run_later(self, awaitable: Any) -> None:
-        try:
-            task = asyncio.ensure_future(awaitable, loop=self._loop)
-        except BaseException:
-            if inspect.iscoroutine(awaitable):
-                awaitable.close()
-            raise
-        self._expiring.add(task)
-        task.add_done_callback(self._async_done)
-
-    def _async_done(self, task: "asyncio.Task[Any]") -> None:
-        self._expiring.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            logger.error("session cleanup failed", exc_info=task.exception())
+            self._callbacks.call(callback, *args)
 
 
 def _pttl(reply: Any, fallback: float) -> float:

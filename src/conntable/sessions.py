@@ -35,18 +35,17 @@ This module uses asyncio only: no web framework, no WebSocket library.
 from __future__ import annotations
 
 import asyncio
-import inspect
 import logging
 import math
 import secrets
-from typing import Any, Callable, Dict, List, Optional, Protocol, Set
+from typing import Any, Callable, Dict, List, Optional, Protocol
 
 import conntable
 from conntable import Expired
 from conntable._common import check_resolution, check_size, check_timeout
+from conntable._session_callbacks import CANCEL_TIMEOUT, Callbacks  # (CANCEL_TIMEOUT: shutdown's, re-exported)
 from conntable.aio import Sweeper
 from conntable.aio._arguments import grace_seconds, optional_seconds
-from conntable.aio._log import EXITS, propagate
 
 __all__ = ("SessionStore", "SessionHold", "SessionLimitReached", "SessionStoreUnavailable")
 
@@ -56,8 +55,6 @@ logger = logging.getLogger("conntable.sessions")
 TOKEN_BYTES = 32
 #: Most sessions expired per sweeper pass (the sweeper adapts below this).
 EXPIRE_BATCH = 1000
-#: How long shutdown waits for cancelled async on_expire callbacks to finish.
-CANCEL_TIMEOUT = 5.0
 
 OnExpire = Callable[[str, Any], Any]
 
@@ -145,7 +142,7 @@ class SessionStore:
         self._on_expire = on_expire
         # Checked now, so that what the table refuses fails here rather than at first use.
         conntable.ConnectionTable(self.idle_ttl, resolution=self.resolution)
-        self._expiring: Set["asyncio.Task[Any]"] = set()  # async on_expire callbacks still running
+        self._callbacks = Callbacks(logger, "session on_expire callback")
         self._sessions: Dict[str, _Session] = {}
         self._last_key = 0
         self._loop: Optional[asyncio.AbstractEventLoop] = None
@@ -258,15 +255,7 @@ class SessionStore:
             if self._table is not None and session.key in self._table:
                 del self._table[session.key]
             self._end(session)
-        if self._expiring:
-            timeout = None if seconds == math.inf else seconds
-            _done, pending = await asyncio.wait(list(self._expiring), timeout=timeout)
-            for task in pending:
-                task.cancel()
-            if pending:
-                await asyncio.wait(pending, timeout=CANCEL_TIMEOUT)
-            if self._expiring:
-                logger.warning("%d on_expire callbacks ignored cancellation", len(self._expiring))
+        await self._callbacks.wait(seconds, CANCEL_TIMEOUT)
 
     async def __aenter__(self) -> "SessionStore":
         return self
@@ -295,7 +284,7 @@ class SessionStore:
         return now
 
     def _bind(self) -> asyncio.AbstractEventLoop:
-        loop = self._loop = asyncio.get_running_loop()
+        loop = self._loop = self._callbacks.loop = asyncio.get_running_loop()
         self._table = conntable.ConnectionTable(self.idle_ttl, resolution=self.resolution, now=loop.time())
         self._sweeper = Sweeper(loop, self._table, EXPIRE_BATCH, self._expired)
         self._sweeper.start()
@@ -327,28 +316,5 @@ class SessionStore:
         """
         if self._sessions.pop(session.token, None) is None:
             return
-        if self._on_expire is None:
-            return
-        try:
-            result = self._on_expire(session.token, session.data)
-            if inspect.isawaitable(result):
-                self._run_later(result)
-        except BaseException as exc:
-            logger.error("session on_expire callback failed", exc_info=exc)
-            propagate(exc if isinstance(exc, EXITS) else None)
-
-    def _run_later(self, awaitable: Any) -> None:
-        """An async on_expire: run it as a task that shutdown waits for."""
-        try:
-            task = asyncio.ensure_future(awaitable, loop=self._loop)
-        except BaseException:  # a closed loop
-            if inspect.iscoroutine(awaitable):
-                awaitable.close()  # no "never awaited" warning
-            raise
-        self._expiring.add(task)
-        task.add_done_callback(self._async_expired)
-
-    def _async_expired(self, task: "asyncio.Task[Any]") -> None:
-        self._expiring.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            logger.error("session on_expire callback failed", exc_info=task.exception())
+        if self._on_expire is not None:
+            self._callbacks.call(self._on_expire, session.token, session.data)

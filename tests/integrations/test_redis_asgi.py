@@ -6,6 +6,7 @@ import asyncio
 import json
 
 import httpx
+from test_asgi_sessions import app as local_store_app
 from test_asgi_sessions import respond, served
 
 from conntable.asgi import SessionMiddleware, session_of
@@ -30,14 +31,8 @@ async def app(scope, receive, send):
     elif route == ("DELETE", "/session"):
         await session.delete()
         await respond(send, 204)
-    elif route == ("GET", "/slow"):  # streams for three idle TTLs: the request holds the session
-        await send({"type": "http.response.start", "status": 200, "headers": []})
-        for _ in range(6):
-            await asyncio.sleep(TTL / 2)
-            await send({"type": "http.response.body", "body": b".", "more_body": True})
-        await send({"type": "http.response.body", "body": b""})
-    else:
-        await respond(send, 404, b"no such route")
+    else:  # /slow streams for longer than this TTL (the request holds the session), or 404
+        await local_store_app(scope, receive, send)
 
 
 def stores(url, count, **kwargs):
@@ -55,7 +50,7 @@ def test_two_workers_share_sessions_through_redis(redis_server, run):
                 assert (await client.get(b + "/count", headers=sid)).json() == {"count": 1}
                 assert (await client.get(a + "/count", headers=sid)).json() == {"count": 2}
                 assert (await client.get(b + "/count", headers=sid)).json() == {"count": 3}
-                slow = await client.get(a + "/slow", headers=sid)  # held by A past its idle TTL
+                slow = await client.get(a + "/slow", headers=sid)  # held by A past its idle TTL (0.9 s)
                 assert slow.status_code == 200 and slow.text == "......"
                 assert (await client.get(b + "/count", headers=sid)).json() == {"count": 4}
                 assert (await client.delete(b + "/session", headers=sid)).status_code == 204
