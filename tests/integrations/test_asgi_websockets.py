@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import sys
 from typing import Any
 
 import pytest
@@ -300,6 +301,12 @@ def test_hypercorn_shutdown_trigger_closes_with_1001_first() -> None:
 
 def test_server_stop_bounds_apps_that_ignore_the_servers_close(server_kind: str) -> None:
     """uvicorn and hypercorn close WebSockets themselves before lifespan.shutdown; stuck apps still end."""
+    if server_kind == "hypercorn" and sys.version_info >= (3, 12):
+        # hypercorn's shutdown awaits Server.wait_closed() before its graceful_timeout; since CPython
+        # 3.12.1 that waits for every connection, so a stuck app holds hypercorn for ever and the
+        # middleware never hears of the shutdown. The remedy (the README says so) is hypercorn's
+        # shutdown_trigger=middleware.shutdown_trigger(...): test_hypercorn_shutdown_trigger_closes_with_1001_first.
+        pytest.skip("hypercorn on CPython 3.12+ cannot stop with a stuck app unless given the middleware's shutdown_trigger")
 
     async def main() -> None:
         s = AsgiScenario(server_kind, idle_timeout=30.0, close_timeout=0.3)
