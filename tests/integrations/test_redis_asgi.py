@@ -13,7 +13,7 @@ from conntable.asgi import SessionMiddleware, session_of
 from conntable.redis_sessions import RedisSessionStore
 
 TTL = 0.5
-HEADER = "Mcp-Session-Id"
+HEADER = "Mcp-Session-Id"  # the header form of SessionMiddleware, as MCP clients send it
 
 
 async def app(scope, receive, send):
@@ -42,7 +42,9 @@ def stores(url, count, **kwargs):
 def test_two_workers_share_sessions_through_redis(redis_server, run):
     async def scenario():
         first, second = stores(redis_server.url, 2)
-        async with served(SessionMiddleware(app, first)) as a, served(SessionMiddleware(app, second)) as b:
+        first_mw = SessionMiddleware(app, first, header=HEADER, cookie=None)
+        second_mw = SessionMiddleware(app, second, header=HEADER, cookie=None)
+        async with served(first_mw) as a, served(second_mw) as b:
             async with httpx.AsyncClient() as client:
                 started = await client.post(a + "/init")
                 assert started.status_code == 200
@@ -68,7 +70,7 @@ def test_two_workers_share_sessions_through_redis(redis_server, run):
 def test_redis_gone_answers_503_with_retry_after(redis_server, run):
     async def scenario():
         (store,) = stores(redis_server.url, 1, max_sessions=1)
-        async with served(SessionMiddleware(app, store, retry_after=7)) as base:
+        async with served(SessionMiddleware(app, store, header=HEADER, cookie=None, retry_after=7)) as base:
             async with httpx.AsyncClient() as client:
                 sid = {HEADER: (await client.post(base + "/init")).headers[HEADER]}
                 full = await client.post(base + "/init")
