@@ -21,6 +21,18 @@ manager's table from its accept:
   with aiohttp's ``RequestHandler.close()`` (after the request in flight);
   :meth:`Server.close` is bounded by its grace, then aborts.
 
+* why a WebSocket ended (the reason its cleanups get and ``closed_total``
+  counts) is decided when its handler is done, by a middleware of ours put
+  first in the app's: the handler raised, ``error``; the client's close frame
+  came first, ``peer``; the handler closed it or returned (aiohttp then closes
+  it with 1000), ``closed`` (``error`` for a close code other than 1000, 1001
+  or 3000 and up); no closing handshake at all, the transport's reason (a
+  reset, ``error``). Reasons decided before (idle, shutdown, ping timeout)
+  win. "The client's close came first" is read from aiohttp's
+  ``WebSocketResponse._closing`` (aiohttp has no public word for it), which a
+  ``ws.close()`` from *another* task than the handler's also sets while the
+  handler waits in ``receive()``: such a close counts as ``peer``.
+
 Pings and the 1011 close are written straight to the transport as whole
 frames (a server's frames are not masked, control frames not compressed):
 aiohttp writes each of its frames in one ``transport.write``, with no await
@@ -58,6 +70,22 @@ def close_frame(code: int, reason: bytes = b"") -> bytes:
 
 
 PING_TIMEOUT_FRAME = close_frame(1011, b"keepalive ping timeout")
+#: Close codes of a server's close that are no error (as ``conntable.websockets`` counts them; 3000 and up too).
+NORMAL_CODES = (1000, 1001)
+#: aiohttp's code when there was no closing handshake (the transport went first).
+ABNORMAL_CLOSURE = 1006
+
+
+def ending_reason(ws: web.WebSocketResponse) -> Optional[CloseReason]:
+    """Why a WebSocket whose handler returned ends; None to leave it to the transport (no closing handshake)."""
+    if not ws.closed:
+        return CloseReason.CLOSED  # aiohttp closes it now, with 1000
+    code = ws.close_code
+    if code is None or code == ABNORMAL_CLOSURE:
+        return None
+    if getattr(ws, "_closing", False):  # the client's close frame was received before ours went out
+        return CloseReason.PEER
+    return CloseReason.CLOSED if code in NORMAL_CODES or code >= 3000 else CloseReason.ERROR
 CLOSE_MESSAGES = {CloseReason.IDLE: b"idle timeout", CloseReason.LIFETIME: b"connection lifetime reached"}
 
 
@@ -119,12 +147,17 @@ class _Front(ManagedProtocol):
         ws = self.ws
         return ws is not None and not ws.closed and not self._transport.is_closing()  # type: ignore[union-attr]
 
-    # -- found by the app's on_response_prepare ------------------------------------------------
+    # -- found by the app's on_response_prepare, and by our middleware ---------------------------
     def websocket_prepared(self, ws: web.WebSocketResponse) -> None:
         self.ws = ws
         heartbeat = self._server.heartbeat
         if heartbeat is not None:
             heartbeat.watch(self.connection.id, self)
+
+    def websocket_done(self, reason: Optional[CloseReason]) -> None:
+        """The WebSocket's handler is done: the connection ends for ``reason`` (unless one was decided)."""
+        if reason is not None:
+            self.manager.closing(self.connection, reason)
 
 
 class Server:
@@ -152,6 +185,21 @@ class Server:
             front = self._fronts.get(request.transport)
             if front is not None:
                 front.websocket_prepared(response)
+
+    @web.middleware
+    async def _middleware(self, request: web.Request, handler: Any) -> Any:
+        try:
+            response = await handler(request)
+        except Exception:
+            front = self._fronts.get(request.transport)
+            if front is not None and front.ws is not None:  # a WebSocket's handler failed: aiohttp drops it
+                front.websocket_done(CloseReason.ERROR)
+            raise
+        if isinstance(response, web.WebSocketResponse):
+            front = self._fronts.get(request.transport)
+            if front is not None and front.ws is response:
+                front.websocket_done(ending_reason(response))
+        return response
 
     async def close(self, grace: Optional[float] = None) -> ShutdownSummary:
         """Stop accepting; close every WebSocket with 1001 and every connection within ``grace``; clean up the app.
@@ -221,6 +269,7 @@ async def serve(
     runner = web.AppRunner(app, handle_signals=False, access_log=kwargs.pop("access_log", None))
     server = Server(runner, manager, owns_manager, heartbeat, retry_after)
     app.on_response_prepare.append(server._on_prepare)
+    app.middlewares.insert(0, server._middleware)  # outermost: it sees what the others raise too
     await runner.setup()
     server.web_server = runner.server
     try:
