@@ -1,7 +1,8 @@
 """Helpers for the ASGI tests: real uvicorn and hypercorn servers on 127.0.0.1, and the final accounting.
 
 :class:`AsgiServer` runs an ASGI app on one of ``SERVERS``: uvicorn with each
-of its WebSocket implementations (``ws="websockets"``, ``ws="wsproto"``) and
+of its WebSocket implementations (``ws="websockets"``, ``ws="wsproto"``, and
+``ws="websockets-sansio"`` where the installed uvicorn has it) and
 hypercorn, each with the lifespan protocol on, on the test's event loop.
 :class:`AsgiScenario` puts a :class:`~conntable.asgi.ConnectionMiddleware`
 in front of the app under test, counts each WebSocket's cleanups, and ends
@@ -18,7 +19,7 @@ import gc
 import logging
 import os
 import socket
-from typing import Any, Awaitable, Callable, Dict, List, Optional
+from typing import Any, Awaitable, Callable, Dict, List, Optional, Tuple
 
 from aio_support import HOST, WAIT_TIMEOUT, eventually, open_fds
 from websockets.asyncio.client import ClientConnection, connect
@@ -26,8 +27,15 @@ from websockets.asyncio.client import ClientConnection, connect
 from conntable.aio import CloseReason
 from conntable.asgi import ConnectionMiddleware, websocket_of
 
+def _uvicorn_implementations() -> Tuple[str, ...]:
+    """uvicorn's WebSocket implementations: websockets and wsproto, and websockets-sansio where it has it (0.35+)."""
+    from uvicorn.config import WS_PROTOCOLS
+
+    return tuple(name for name in ("websockets", "wsproto", "websockets-sansio") if name in WS_PROTOCOLS)
+
+
 #: The servers every ASGI test runs on.
-SERVERS = ("uvicorn-websockets", "uvicorn-wsproto", "hypercorn")
+SERVERS = tuple(f"uvicorn-{name}" for name in _uvicorn_implementations()) + ("hypercorn",)
 
 ASGIApp = Callable[..., Awaitable[None]]
 

@@ -1,4 +1,4 @@
-"""ConnectionMiddleware on real servers: uvicorn (websockets and wsproto) and hypercorn, real clients.
+"""ConnectionMiddleware on real servers: uvicorn (websockets, wsproto, websockets-sansio) and hypercorn, real clients.
 
 Every test ends with :meth:`AsgiScenario.finish`: registries empty, every
 cleanup run exactly once, closed counts adding up to what was opened and
