@@ -193,3 +193,19 @@ def test_heartbeat_for_any_pingable(run):
         assert mgr.stats().closed_total["ping_timeout"] == 1
 
     run(scenario())
+
+
+@pytest.mark.parametrize("interval, timeout, expected", [
+    (20.0, 20.0, 0.5),   # the default, where pings are seconds apart
+    (0.1, 20.0, 0.05),   # a sub-second ping_interval: half of it
+    (20.0, 0.3, 0.15),   # a short ping_timeout is timed as finely
+    (None, 0.4, 0.2),    # no pings of our own: the timeout alone
+    (None, None, 0.5),   # no heartbeat at all: the default
+])
+def test_heartbeat_resolution_rule(interval, timeout, expected):
+    from conntable.aio import heartbeat_resolution
+
+    resolution = heartbeat_resolution(interval, timeout, 0.5)
+    assert resolution == pytest.approx(expected)
+    if interval is not None:  # what the rule is for: a manager of that resolution takes the heartbeat
+        Heartbeat(ConnectionManager(None, resolution=resolution), interval, timeout)

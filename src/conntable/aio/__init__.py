@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._breaker import CircuitBreaker
 from ._connection import CloseReason, Connection, ConnectionState
-from ._heartbeat import Heartbeat
+from ._heartbeat import Heartbeat, heartbeat_resolution
 from ._lifecycle import Endpoint, LifecycleMixin, check_count, check_seconds
 from ._manager import ConnectionManager
 from ._protocol import ManagedBufferedProtocol, ManagedProtocol
@@ -53,6 +53,7 @@ __all__ = (
     "CircuitBreaker",
     "Sweeper",
     "Heartbeat",
+    "heartbeat_resolution",
     "Endpoint",
     "LifecycleMixin",
     "check_seconds",

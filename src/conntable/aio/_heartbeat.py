@@ -58,7 +58,7 @@ if TYPE_CHECKING:
         def heartbeat_failed(self) -> None: ...
         def heartbeat_open(self) -> bool: ...
 
-__all__ = ("Heartbeat",)
+__all__ = ("Heartbeat", "heartbeat_resolution")
 
 #: Most connections handled per sweeper pass (the sweeper adapts below this).
 EXPIRE_BATCH = 1000
@@ -78,6 +78,18 @@ class _Beat:
         self.state = _QUIET
         self.mark = 0.0  # the recorded activity when the last ping went out
         self.sent = 0.0  # when it went out
+
+
+def heartbeat_resolution(ping_interval: Optional[float], ping_timeout: Optional[float], default: float) -> float:
+    """The ``resolution`` of a manager made for a heartbeat: ``default``, or finer for sub-second pings.
+
+    :class:`Heartbeat` needs ``ping_interval`` at least twice the manager's
+    resolution; so that ``ping_timeout`` is timed as finely, it gets the same
+    room: half the shortest of the two (None: off), at most ``default``. The
+    arguments are checked already (``check_seconds``).
+    """
+    finest = min(t for t in (ping_interval, ping_timeout, 2 * default) if t is not None)
+    return finest / 2
 
 
 class Heartbeat:

@@ -51,7 +51,7 @@ from aiohttp import web
 
 from conntable.aio import (
     CloseReason, ConnectionManager, Heartbeat, ManagedProtocol, ShutdownSummary, answer_unavailable,
-    check_count, check_seconds, unavailable_response,
+    check_count, check_seconds, heartbeat_resolution, unavailable_response,
 )
 
 __all__ = ("serve", "Server")
@@ -261,10 +261,9 @@ async def serve(
     timeout = check_seconds("ping_timeout", ping_timeout)
     owns_manager = manager is None
     if manager is None:
-        finest = min(t for t in (interval, timeout, DEFAULT_RESOLUTION * 2) if t is not None)
         manager = ConnectionManager(idle_timeout, handshake_timeout=handshake_timeout,
                                     max_connections=max_connections, close_timeout=close_timeout,
-                                    resolution=finest / 2)
+                                    resolution=heartbeat_resolution(interval, timeout, DEFAULT_RESOLUTION))
     heartbeat = None if interval is None else Heartbeat(manager, interval, timeout, logger=logger)
     runner = web.AppRunner(app, handle_signals=False, access_log=kwargs.pop("access_log", None))
     server = Server(runner, manager, owns_manager, heartbeat, retry_after)

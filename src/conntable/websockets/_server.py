@@ -35,6 +35,7 @@ import websockets.asyncio.server as ws_server
 
 from conntable.aio import (
     CloseReason, ConnectionManager, Heartbeat, ResourceStats, ShutdownSummary, check_count, check_seconds,
+    heartbeat_resolution,
 )
 
 from ._connection import ServerConnection, ServerPolicy
@@ -134,12 +135,11 @@ def serve(
     timeout = check_seconds("ping_timeout", ping_timeout)
     owns_manager = manager is None
     if manager is None:
-        finest = min(t for t in (interval, timeout, DEFAULT_RESOLUTION * 2) if t is not None)
         manager = ConnectionManager(
             DEFAULT_IDLE_TIMEOUT if idle_timeout is MANAGER_DEFAULT else idle_timeout,
             max_connections=max_connections,
             close_timeout=DEFAULT_CLOSE_TIMEOUT if close_timeout is MANAGER_DEFAULT else close_timeout,
-            resolution=finest / 2,  # the heartbeat needs ping_interval >= 2 * resolution
+            resolution=heartbeat_resolution(interval, timeout, DEFAULT_RESOLUTION),
         )
     elif idle_timeout is not MANAGER_DEFAULT or close_timeout is not MANAGER_DEFAULT or max_connections is not None:
         raise TypeError("idle_timeout, close_timeout and max_connections belong to the manager you passed: "
