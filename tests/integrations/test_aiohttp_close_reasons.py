@@ -4,8 +4,8 @@ The server's own closes are ``closed`` (the handler returned, ``await ws.close()
 the client's are ``peer``, a handler that raised is ``error`` (aiohttp drops the
 connection: the client sees 1006), a reset is ``error``, and the manager's
 reasons stay its own: ``idle`` (1001), ``ping_timeout`` (1011), ``shutdown`` (1001).
-A real aiohttp server on 127.0.0.1, real ``websockets`` clients, asyncio and
-uvloop; each test ends with the table empty, every cleanup run once, no task
+A real aiohttp server on 127.0.0.1, real ``websockets`` clients (and aiohttp's
+own, for a client's close), asyncio and uvloop; each test ends with the table empty, every cleanup run once, no task
 left (and the descriptors back: the ``_no_leaks`` fixture).
 """
 
@@ -53,6 +53,7 @@ class Reasons:
         self.reasons: Dict[int, CloseReason] = {}
         self.cleanups: "collections.Counter[int]" = collections.Counter()
         self.clients: List[ClientConnection] = []
+        self.opened = 0
 
     async def start(self) -> "Reasons":
         app = web.Application()
@@ -63,13 +64,18 @@ class Reasons:
         return self
 
     async def connect(self) -> ClientConnection:
-        """A silent client (no keepalive of its own), its connection's probe on."""
+        """A silent ``websockets`` client (no keepalive of its own), its connection's probe on."""
         client = await asyncio.wait_for(connect(self.uri, ping_interval=None), WAIT_TIMEOUT)
         self.clients.append(client)
-        conn_id = len(self.clients)  # a fresh manager numbers its connections from 1, in accept order
+        self.probe()
+        return client
+
+    def probe(self) -> None:
+        """Put the probe on the connection just opened (one client at a time)."""
+        self.opened += 1
+        conn_id = self.opened  # a fresh manager numbers its connections from 1, in accept order
         assert self.mgr.get(conn_id) is not None
         self.mgr.add_cleanup(conn_id, lambda reason: self._cleaned(conn_id, reason))
-        return client
 
     def _cleaned(self, conn_id: int, reason: CloseReason) -> None:
         self.cleanups[conn_id] += 1
@@ -88,7 +94,7 @@ class Reasons:
             await asyncio.wait_for(client.wait_closed(), WAIT_TIMEOUT)
         stats = self.mgr.stats()
         assert len(self.mgr) == 0 and stats.active == 0 and stats.tasks_active == 0, stats
-        assert len(self.cleanups) == stats.opened_total == len(self.clients), (self.cleanups, stats)
+        assert len(self.cleanups) == stats.opened_total == self.opened, (self.cleanups, stats)
         assert set(self.cleanups.values()) == {1}, self.cleanups
         assert self.server.heartbeat is None or len(self.server.heartbeat) == 0
 
@@ -109,12 +115,20 @@ def test_the_handlers_and_the_clients_closes(run):
         await reset.send("echo")
         assert await reset.recv() == "echo"  # the handler is in its loop
         reset_client(reset)  # gone without a closing handshake
-        await eventually(lambda: len(sc.reasons) == 6, "every connection ended")
+        await eventually(lambda: len(sc.reasons) == 6, "the websockets clients' connections ended")
+        async with aiohttp.ClientSession() as session:  # aiohttp's own client: it closes the same way
+            theirs = await session.ws_connect(sc.uri, autoping=True)
+            sc.probe()
+            await theirs.send_str("echo")
+            await theirs.send_str("echo")
+            assert await theirs.receive_str(timeout=WAIT_TIMEOUT) == "echo"
+            await theirs.close()
+        await eventually(lambda: len(sc.reasons) == 7, "every connection ended")
         assert sc.in_order() == [
             CloseReason.CLOSED, CloseReason.CLOSED, CloseReason.CLOSED, CloseReason.ERROR,
-            CloseReason.PEER, CloseReason.ERROR,
+            CloseReason.PEER, CloseReason.ERROR, CloseReason.PEER,
         ]
-        assert sc.counted() == {"closed": 3, "error": 2, "peer": 1}
+        assert sc.counted() == {"closed": 3, "error": 2, "peer": 2}
         await sc.finish()
 
     run(scenario())
