@@ -12,15 +12,20 @@ the loop's *lag*: the sweeper pauses ``INTERVAL`` between passes and reports
 how late it woke, the answers to its earlier passes included.
 
 The controlled quantity is a rate (entries per second); a pass takes what the
-rate allows for the time since the previous pass, so a loop that is late
-gets proportionally larger passes rather than a slower expiry. Per report:
+rate allows for the time since the previous pass (up to one on-time pause:
+a late loop must not grow the passes that made it late). Per report, on the
+median of the last three lags (one late pause, the process waiting for a core
+or a collection, is not this burst's doing; its own answers make every pause
+late):
 
 * lag at most ``TARGET_LAG / 2``: the rate grows by a quarter (slow start);
   up to ``TARGET_LAG``: by 1/16, approaching the limit gently;
 * more: the rate shrinks in proportion (``TARGET_LAG / lag``, never below
   half at once), then holds for ``HOLD`` reports, which still show the
   answers to the passes before the cut: cutting again for them is the
-  delayed-feedback oscillation the previous controller had.
+  delayed-feedback oscillation the previous controller had. Fed answers up
+  to two passes late, the pass size settles within +-15% of what the target
+  allows (see the tests).
 
 Bounds (the invariant): the rate never falls below ``MIN_RATE``, so a burst
 always ends (10,000 connections within 5 s of being due however busy the loop
@@ -33,9 +38,9 @@ entry, at most ``most``. Costs: a few float operations per pass;
 deterministic (the clock readings are the caller's), so it is tested by
 feeding it lags.
 
-Trade-off: the lag it sees is the loop's, whatever caused it. A loop lagging
-for reasons of its own (a garbage collection, a burst of other traffic) slows
-expiry down to the floor rate, never below.
+Trade-off: the lag it sees is the loop's, whatever caused it. A loop that
+keeps lagging for reasons of its own (other traffic, a machine short of
+cores) slows expiry down to the floor rate, never below.
 """
 
 from __future__ import annotations
@@ -56,7 +61,7 @@ START_RATE = FIRST / INTERVAL
 #: The floor: expiry never runs slower than this many entries a second.
 MIN_RATE = 2000.0
 #: Reports after a cut during which the rate neither grows nor is cut again.
-HOLD = 2
+HOLD = 3
 # The longest ``elapsed`` the controlled rate is applied to: a pause that ended on time.
 _LONGEST = INTERVAL + TARGET_LAG
 _GROW_FAST = 1.25
@@ -74,7 +79,7 @@ class Pacer:
     since the previous pass began), and :meth:`report` after it.
     """
 
-    __slots__ = ("most", "rate", "cost", "hold", "cuts", "passes")
+    __slots__ = ("most", "rate", "cost", "hold", "_lags", "lag", "cuts", "passes")
 
     def __init__(self, most: int) -> None:
         self.most = most
@@ -83,6 +88,9 @@ class Pacer:
         #: Smoothed loop seconds one entry of a pass costs (0 until measured).
         self.cost = 0.0
         self.hold = 0
+        self._lags = (0.0, 0.0)  # the two reports before the last
+        #: The last lag reported (for tests and benchmarks).
+        self.lag = 0.0
         #: Times the rate was cut, and passes sized, since the pacer was made (for tests and benchmarks).
         self.cuts = 0
         self.passes = 0
@@ -91,6 +99,7 @@ class Pacer:
         """A new burst: start slow again (what the loop can take may have changed); the entry cost is kept."""
         self.rate = START_RATE
         self.hold = 0
+        self._lags = (0.0, 0.0)
 
     def size(self, elapsed: float) -> int:
         """Entries for the next pass, ``elapsed`` seconds after the previous pass began (``math.inf``: the first)."""
@@ -108,9 +117,15 @@ class Pacer:
 
     def report(self, entries: int, took: float, lag: float) -> None:
         """A pass handed back ``entries`` in ``took`` seconds; the pause after it ended ``lag`` seconds late."""
+        self.lag = lag
         if entries > 0 and took >= 0.0:
             per_entry = took / entries
             self.cost = per_entry if self.cost == 0.0 else self.cost + _COST_WEIGHT * (per_entry - self.cost)
+        # The median of the last three: one late pause (the process waited for a core, a
+        # collection ran) is not this burst's doing; its own answers make every pause late.
+        before, last = self._lags
+        self._lags = (last, lag)
+        lag = max(min(before, last), min(max(before, last), lag))
         if self.hold:
             self.hold -= 1
             return
