@@ -1,10 +1,17 @@
 """The per-connection record the manager keeps in its table, and its vocabulary.
 
-The record holds no strong reference to the transport or the protocol: only a
-weak reference to the manager's protocol adapter. So a transport that its
-owner drops without ``connection_lost`` can still be garbage collected, and
-the manager learns of it through the weak reference's callback (reason
-``abandoned``) instead of keeping the dead socket's object graph alive.
+The record holds no strong reference to the transport or the protocol: it is
+itself a weak reference to the manager's protocol adapter (a ``weakref.ref``
+subclass). So a transport that its owner drops without ``connection_lost``
+can still be garbage collected, and the manager learns of it through the
+weak reference's callback (reason ``abandoned``) instead of keeping the dead
+socket's object graph alive.
+
+Cost per connection (what the collector walks for as long as it lives): this
+record and the adapter, nothing else. The weak reference is the record
+rather than an object of its own, its callback is one function per manager
+(not a bound method per connection), and the peer address is read from the
+transport when first asked for, not at accept.
 """
 
 from __future__ import annotations
@@ -17,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Callable, List, Optional, Set
 if TYPE_CHECKING:
     from ._protocol import _Adapter
 
-__all__ = ("Connection", "ConnectionState", "CloseReason")
+__all__ = ("Connection", "ConnectionState", "CloseReason", "new_connection", "UNREAD")
 
 
 class ConnectionState(enum.Enum):
@@ -73,51 +80,52 @@ class CloseReason(str, enum.Enum):
     __str__ = str.__str__
 
 
-class AdapterRef(weakref.ref):  # type: ignore[type-arg]
-    """A weak reference to a connection's protocol adapter that knows the connection id.
+class _Unread:
+    """The peer address of a connection that nobody has asked for yet."""
 
-    The callback receives this object, so it learns which connection was
-    abandoned without the reference pointing back at the record (which
-    would make a reference cycle per connection).
-    """
+    __slots__ = ()
 
-    __slots__ = ("conn_id",)
-    conn_id: int
-
-    def __new__(cls, adapter: "_Adapter", callback: Callable[["AdapterRef"], None], conn_id: int) -> "AdapterRef":
-        self = super().__new__(cls, adapter, callback)
-        self.conn_id = conn_id
-        return self
-
-    def __init__(self, adapter: "_Adapter", callback: Callable[["AdapterRef"], None], conn_id: int) -> None:
-        super().__init__(adapter, callback)  # type: ignore[call-arg]
+    def __repr__(self) -> str:
+        return "<unread>"
 
 
-class Connection:
+#: ``Connection._peer`` until it is read from the transport.
+UNREAD: Any = _Unread()
+
+
+class Connection(weakref.ref):  # type: ignore[type-arg]
     """One connection of a :class:`ConnectionManager`.
 
     Attributes: ``id`` (never reused by the manager), ``peer`` (the
-    transport's ``peername``), ``opened_at`` (``loop.time()`` at
-    ``connection_made``), ``state`` (a :class:`ConnectionState`) and
+    transport's ``peername``, read from it when first asked for: None if
+    first asked once the transport is gone), ``opened_at`` (``loop.time()``
+    at ``connection_made``), ``state`` (a :class:`ConnectionState`) and
     ``close_reason`` (None until the manager decides or learns why it ends).
+
+    The record is also the manager's weak reference to the connection's
+    protocol adapter (calling it is not part of its API); it compares and
+    hashes by identity, as any object.
     """
 
-    __slots__ = (
-        "id", "peer", "opened_at", "state", "close_reason",
-        "_table", "_adapter_ref", "_cleanups", "_tasks",
-    )
+    __slots__ = ("id", "_peer", "opened_at", "state", "close_reason", "_table", "_cleanups", "_tasks")
 
-    def __init__(self, conn_id: int, peer: Any, opened_at: float, table: Any, adapter_ref: AdapterRef) -> None:
-        self.id = conn_id
-        self.peer = peer
-        self.opened_at = opened_at
-        self.state = ConnectionState.OPEN
-        self.close_reason: Optional[CloseReason] = None
-        self._table = table
-        self._adapter_ref: Optional[AdapterRef] = adapter_ref
-        # Created on first use: most connections never add a cleanup or spawn a task.
-        self._cleanups: Optional[List[Callable[[CloseReason], Any]]] = None
-        self._tasks: Optional[Set["asyncio.Task[Any]"]] = None
+    __eq__ = object.__eq__
+    __ne__ = object.__ne__
+    __hash__ = object.__hash__
+
+    def __init__(self, *_args: Any) -> None:
+        # Built by new_connection() (weakref.ref's own __new__, then the fields); weakref.ref's
+        # __init__ would refuse the arguments of a direct call.
+        raise TypeError("Connection records are made by the manager")
+
+    @property
+    def peer(self) -> Any:
+        peer = self._peer
+        if peer is UNREAD:
+            adapter = self()
+            transport = None if adapter is None else adapter.transport
+            peer = self._peer = None if transport is None else transport.get_extra_info("peername")
+        return peer
 
     @property
     def last_activity(self) -> Optional[float]:
@@ -131,8 +139,8 @@ class Connection:
         return table.last_activity(self.id) if self.state is not ConnectionState.CLOSED and self.id in table else None
 
     def _adapter(self) -> Optional["_Adapter"]:
-        ref = self._adapter_ref
-        return None if ref is None else ref()
+        """The adapter while the connection is not closed (and the adapter not collected)."""
+        return None if self.state is ConnectionState.CLOSED else self()
 
     @property
     def transport(self) -> Optional[asyncio.Transport]:
@@ -148,3 +156,31 @@ class Connection:
 
     def __repr__(self) -> str:
         return f"<Connection id={self.id} peer={self.peer!r} state={self.state.value}>"
+
+    def __reduce__(self) -> Any:  # weakref.ref's would rebuild a bare reference
+        raise TypeError("Connection records cannot be pickled")
+
+
+_new_ref = weakref.ref.__new__
+_OPEN = ConnectionState.OPEN
+
+
+def new_connection(
+    adapter: Any, on_collected: Callable[[Connection], None], conn_id: int, peer: Any, opened_at: float, table: Any
+) -> Connection:
+    """A record for ``adapter``'s connection; ``on_collected(record)`` runs if the adapter is collected first.
+
+    ``peer``: the address, or ``UNREAD`` to read it from the adapter's transport when asked.
+    One C-level allocation and the field stores: no Python-level ``__new__``/``__init__``.
+    """
+    conn: Connection = _new_ref(Connection, adapter, on_collected)
+    conn.id = conn_id
+    conn._peer = peer
+    conn.opened_at = opened_at
+    conn.state = _OPEN
+    conn.close_reason = None
+    conn._table = table
+    # Created on first use: most connections never add a cleanup or spawn a task.
+    conn._cleanups = None
+    conn._tasks = None
+    return conn

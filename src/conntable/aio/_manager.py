@@ -33,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import math
+import weakref
 from typing import Any, Callable, Coroutine, List, Optional, Set, Tuple, TypeVar
 
 import conntable
@@ -41,7 +42,7 @@ from conntable._common import check_resolution, check_size
 
 from ._arguments import grace_seconds, optional_seconds
 from ._breaker import CircuitBreaker
-from ._connection import AdapterRef, CloseReason, Connection, ConnectionState
+from ._connection import CloseReason, Connection, ConnectionState, new_connection
 from ._lifecycle import LifecycleMixin
 from ._listeners import DEFAULT_BACKLOG, Listeners
 from ._log import EXITS, failed, logger, propagate
@@ -62,6 +63,24 @@ OPEN = ConnectionState.OPEN
 CLOSING = ConnectionState.CLOSING
 ABORTING = ConnectionState.ABORTING
 CLOSED = ConnectionState.CLOSED
+
+
+def _collected_callback(manager_ref: "weakref.ref[ConnectionManager]") -> Callable[[Connection], None]:
+    """The weak-reference callback of every record of one manager: one function, not one per connection.
+
+    It reaches the manager weakly (a manager that holds it strongly would be in
+    a reference cycle with itself). A record ends as CLOSED before its adapter
+    is let go in the normal course, so for almost every connection this is
+    one attribute check.
+    """
+
+    def collected(conn: Connection) -> None:
+        if conn.state is not CLOSED:
+            manager = manager_ref()
+            if manager is not None:
+                manager._adapter_collected(conn)
+
+    return collected
 
 
 def _is_server(server: Any) -> bool:
@@ -149,6 +168,7 @@ class ConnectionManager(LifecycleMixin):
         # Cancelled once already: a second cancel() would interrupt the task's own cleanup.
         self._cancelling: Set[asyncio.Task[Any]] = set()
         self._abandoned: List[int] = []  # ids queued by the weak-reference callback
+        self._on_collected = _collected_callback(weakref.ref(self))
         self._empty_waiter: Optional[asyncio.Future[None]] = None
         self._stopping = False
         self._stopped = False  # shutdown finished: the sweeper runs only while late arrivals are held
@@ -567,8 +587,7 @@ class ConnectionManager(LifecycleMixin):
             self._sweeper.start()  # type: ignore[union-attr]  # a late arrival: see _shut_down
         table = self._table
         conn_id = self._last_id = self._last_id + 1
-        ref = AdapterRef(adapter, self._adapter_collected, conn_id)
-        conn = Connection(conn_id, peer, now, table, ref)
+        conn = new_connection(adapter, self._on_collected, conn_id, peer, now, table)
         try:
             if self._stopping or not self._breaker.admit(len(table), now):
                 # Refused. Held (CLOSING) for its protocol to answer, up to close_timeout, while
@@ -592,7 +611,7 @@ class ConnectionManager(LifecycleMixin):
                 self._opened_total += 1
             due = table.due(conn_id)
         except BaseException:
-            conn._adapter_ref = None  # no callback for a connection that never was
+            conn.state = CLOSED  # no callback for a connection that never was
             if conn_id in table:
                 del table[conn_id]
             if self._stopped and not len(table):
@@ -740,7 +759,6 @@ class ConnectionManager(LifecycleMixin):
             return
         conn.state = CLOSED
         reason = conn.close_reason = conn.close_reason or reason
-        conn._adapter_ref = None  # a dropped weak reference never calls back
         pending: Optional[BaseException] = None
         table = self._table
         try:
@@ -790,14 +808,14 @@ class ConnectionManager(LifecycleMixin):
         task.cancel()
         return True
 
-    def _adapter_collected(self, ref: AdapterRef) -> None:
+    def _adapter_collected(self, conn: Connection) -> None:
         """A live connection's adapter was garbage collected: its transport is gone.
 
         Runs wherever the collector runs (inside any allocation, in any
         thread), so it only queues the id and wakes the loop safely.
         """
         abandoned = self._abandoned
-        abandoned.append(ref.conn_id)
+        abandoned.append(conn.id)
         loop = self._loop
         if len(abandoned) == 1 and loop is not None and not loop.is_closed():
             loop.call_soon_threadsafe(self._reap_abandoned)

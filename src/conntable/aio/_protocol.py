@@ -18,9 +18,15 @@ a refused connection, e.g. with HTTP 503) and
 WebSocket close frame, on expiry or shutdown).
 
 Hot path: ``data_received`` costs one call to ``manager.touch`` (one C call
-into the table, plus a clock read at most once per ``resolution``) and one
-call through a bound method stored at ``connection_made``: no allocation and
-no timer handle per call.
+into the table, plus a clock read at most once per ``resolution``) and the
+call of the user's method: no allocation and no timer handle per call.
+
+Accept path: the adapter and the manager's record are the only objects the
+garbage collector tracks that conntable adds per connection. So the adapter
+stores no bound method (one per connection, and ``self._first_data`` would be
+a reference cycle): where data goes is ``None`` (the user's protocol,
+called directly) or a plain function taking the adapter, and the peer address
+is read only when asked for (``Connection.peer``).
 
 What the user's code raises (see ``_log``): the factory, ``connection_made``,
 ``connection_lost`` and the two hooks are called here, and whatever they
@@ -44,7 +50,7 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, Coroutine, List, Optional
 
-from ._connection import CloseReason, Connection, ConnectionState
+from ._connection import UNREAD, CloseReason, Connection, ConnectionState
 from ._log import EXITS, failed, logger, propagate
 from ._tls import TLSUpgrade, handshake_failure, start_now
 
@@ -58,11 +64,11 @@ __all__ = ("ManagedProtocol", "ManagedBufferedProtocol", "adapter_for")
 _DISCARD_BUFFER = bytearray(64 * 1024)
 
 
-def _discard(_data: Any) -> None:
+def _discard(_adapter: Any, _data: Any) -> None:
     """Stands in for the user's protocol on a refused connection."""
 
 
-def _discard_buffer(_sizehint: int) -> bytearray:
+def _discard_buffer(_adapter: Any, _sizehint: int) -> bytearray:
     return _DISCARD_BUFFER
 
 
@@ -135,7 +141,8 @@ class _Adapter(asyncio.BaseProtocol):
         self.transport: Optional[asyncio.Transport] = None
         self._conn: Optional[Connection] = None
         self._conn_id = 0
-        self._deliver: Callable[[Any], None] = _discard
+        # Where received data goes: None for the user's protocol, else deliver(adapter, data).
+        self._deliver: Optional[Callable[[Any, Any], None]] = _discard
         self._started = False  # the user's connection_made was called
         self._eof = False      # the peer closed its end first
 
@@ -190,7 +197,7 @@ class _Adapter(asyncio.BaseProtocol):
     def _admit(self, transport: asyncio.BaseTransport, tls: Optional[TLSUpgrade]) -> Optional[Connection]:
         """Register with the manager; None, with the transport aborted, if that failed."""
         try:
-            conn = self._conn = self._manager._register(self, transport.get_extra_info("peername"), tls)
+            conn = self._conn = self._manager._register(self, UNREAD, tls)
         except BaseException as exc:  # e.g. a custom table that is full: never leave a socket unmanaged
             logger.error("could not register a new connection; aborting it", exc_info=exc)
             transport.abort()
@@ -211,9 +218,9 @@ class _Adapter(asyncio.BaseProtocol):
         protocol = self.protocol
         self._started = True
         try:
-            deliver = getattr(protocol, self._DELIVER)
+            getattr(protocol, self._DELIVER)  # no such method: a factory that made no protocol
             # The first byte ends the handshake; after that the user's method is called directly.
-            self._deliver = self._first_data if conn.state is ConnectionState.NEW else deliver
+            self._deliver = _Adapter._first_data if conn.state is ConnectionState.NEW else None
             protocol.connection_made(transport)
         except BaseException as exc:
             pending = failed(conn.id, "connection_made", exc)
@@ -243,25 +250,27 @@ class _Adapter(asyncio.BaseProtocol):
         transport.close()
         propagate(pending)
 
-    def _activity(self, data: Any) -> None:
-        """``data_received`` / ``buffer_updated``: record activity, then hand the data on."""
-        try:
-            self._manager.touch(self._conn_id)
-        except KeyError:  # already forgotten by a forced end: still deliver
-            pass
-        self._deliver(data)
-
     def _first_data(self, data: Any) -> None:
-        self._deliver = getattr(self.protocol, self._DELIVER)
+        self._deliver = None
         self._manager._first_activity(self._conn)  # type: ignore[arg-type]
-        self._deliver(data)
+        getattr(self.protocol, self._DELIVER)(data)
 
 
 class _StreamAdapter(_Adapter, asyncio.Protocol):
     __slots__ = ()
     _DELIVER = "data_received"
 
-    data_received = _Adapter._activity
+    def data_received(self, data: bytes) -> None:
+        """Record activity, then hand the data on."""
+        try:
+            self._manager.touch(self._conn_id)
+        except KeyError:  # already forgotten by a forced end: still deliver
+            pass
+        deliver = self._deliver
+        if deliver is None:
+            self.protocol.data_received(data)  # type: ignore[attr-defined]
+        else:
+            deliver(self, data)
 
 
 class _BufferedAdapter(_Adapter, asyncio.BufferedProtocol):
@@ -270,16 +279,30 @@ class _BufferedAdapter(_Adapter, asyncio.BufferedProtocol):
 
     def __init__(self, manager: "ConnectionManager", protocol: asyncio.BaseProtocol) -> None:
         super().__init__(manager, protocol)
-        self._get_buffer: Callable[[int], Any] = protocol.get_buffer  # type: ignore[attr-defined]
+        # Where the transport's buffer comes from: None for the user's protocol, else get(adapter, sizehint).
+        self._get_buffer: Optional[Callable[[Any, int], Any]] = None
 
     def _refuse(self) -> None:
         self._get_buffer = _discard_buffer
         super()._refuse()
 
     def get_buffer(self, sizehint: int) -> Any:
-        return self._get_buffer(sizehint)
+        get = self._get_buffer
+        if get is None:
+            return self.protocol.get_buffer(sizehint)  # type: ignore[attr-defined]
+        return get(self, sizehint)
 
-    buffer_updated = _Adapter._activity  # type: ignore[assignment]
+    def buffer_updated(self, nbytes: int) -> None:
+        """Record activity, then hand the data on."""
+        try:
+            self._manager.touch(self._conn_id)
+        except KeyError:  # already forgotten by a forced end: still deliver
+            pass
+        deliver = self._deliver
+        if deliver is None:
+            self.protocol.buffer_updated(nbytes)  # type: ignore[attr-defined]
+        else:
+            deliver(self, nbytes)
 
 
 class _FactoryFailed(ManagedProtocol):
@@ -338,9 +361,9 @@ class _TLSMixin:
         self._tls = tls
         self._handshake = None
         self._early = None
-        adapter._deliver = self._hold
+        adapter._deliver = _TLSMixin._hold
         if isinstance(self, _BufferedAdapter):
-            adapter._get_buffer = self._hold_buffer
+            adapter._get_buffer = _TLSMixin._hold_buffer
 
     def _hold(self, data: Any) -> None:
         chunk = bytes(self._scratch[:data]) if isinstance(self, _BufferedAdapter) else bytes(data)
@@ -431,7 +454,7 @@ class _TLSMixin:
         early, self._early = self._early, None
         adapter._deliver = _discard  # _start sets the user's
         if isinstance(self, _BufferedAdapter):
-            adapter._get_buffer = adapter.protocol.get_buffer
+            adapter._get_buffer = None  # the user's protocol's
         # Closed during the handshake: asyncio returns None, uvloop a transport already closing.
         if secure is None or secure.is_closing() or conn.state in (ConnectionState.ABORTING, ConnectionState.CLOSED):
             if secure is not None and not secure.is_closing():
@@ -480,7 +503,7 @@ class _TLSBufferedAdapter(_TLSMixin, _BufferedAdapter):
     def get_buffer(self, sizehint: int) -> memoryview:
         # asyncio's TLS layer fills the buffer through slices of it (buf[offset:]); the slices of
         # a bytearray, which get_buffer commonly returns, are copies: without the view, data is lost.
-        return memoryview(self._get_buffer(sizehint))
+        return memoryview(_BufferedAdapter.get_buffer(self, sizehint))
 
 
 def adapter_for(
