@@ -15,11 +15,10 @@ import gc
 import socket
 from typing import Any, List
 
-import pytest
-
 from aio_support import HOST, eventually
 
-from conntable.aio import ConnectionManager
+from conntable.aio import CloseReason, Connection, ConnectionManager, Endpoint
+from conntable.aio._connection import UNREAD
 
 CONNECTIONS = 200
 #: conntable's objects per connection: the adapter and the Connection record.
@@ -78,13 +77,73 @@ async def tracked_per_connection(managed: bool) -> float:
     return (after - before) / CONNECTIONS
 
 
-@pytest.mark.parametrize("attempt", [1])
-def test_the_manager_adds_at_most_two_tracked_objects_per_connection(run, attempt):
+def test_the_manager_adds_at_most_two_tracked_objects_per_connection(run):
     async def scenario():
         bare = await tracked_per_connection(managed=False)
         managed = await tracked_per_connection(managed=True)
         added = managed - bare
         assert added <= MOST_ADDED + 0.1, (bare, managed)  # + noise: a few objects for the whole run
         assert added >= MOST_ADDED - 0.1, (bare, managed)  # and the two are there: the count is real
+
+    run(scenario())
+
+
+def test_the_record_reads_its_peer_when_first_asked_and_keeps_it(run):
+    async def scenario():
+        loop = asyncio.get_running_loop()
+        Counted.made = []
+        manager = ConnectionManager(idle_timeout=60.0)
+        server = await manager.create_server(Counted, HOST, 0)
+        sock = socket.socket()
+        sock.setblocking(False)
+        await loop.sock_connect(sock, (HOST, server.sockets[0].getsockname()[1]))
+        await eventually(lambda: len(manager) == 1, "the connection is held")
+        (conn,) = manager._table.values()
+        address = sock.getsockname()
+        assert conn._peer is UNREAD  # nothing read at accept
+        assert conn.peer == address
+        assert f"peer={address!r}" in repr(conn)
+        sock.close()
+        await eventually(lambda: len(manager) == 0, "the connection ended")
+        assert conn.peer == address  # kept once read
+        assert conn.transport is None and conn.protocol is None  # closed: no way back to the adapter
+        await manager.shutdown(grace=1.0)
+        Counted.made = []
+
+    run(scenario())
+
+
+class Quiet(Endpoint):
+    def request_close(self, reason: CloseReason) -> None:
+        pass
+
+    def abort(self) -> None:
+        pass
+
+
+def test_the_record_is_an_ordinary_object_to_its_users(run):
+    """It is the manager's weak reference to the adapter, but compares, hashes and prints as any record."""
+
+    async def scenario():
+        manager = ConnectionManager(idle_timeout=60.0)
+        endpoint, other = Quiet(), Quiet()
+        conn = manager.register(endpoint, peer=("10.0.0.1", 5))
+        second = manager.register(other, peer=None)
+        assert conn != second and conn == conn and len({conn, second, conn}) == 2
+        code = hash(conn)
+        del endpoint  # collected without ended(): abandoned, and the record stays usable
+        gc.collect()
+        await eventually(lambda: conn.close_reason is CloseReason.ABANDONED, "the endpoint's end was noticed")
+        assert hash(conn) == code and conn in {conn} and conn != second
+        assert conn.peer == ("10.0.0.1", 5) and conn.protocol is None
+        assert "state=closed" in repr(conn)
+        try:
+            Connection(object())
+        except TypeError:
+            pass
+        else:
+            raise AssertionError("a record made outside the manager")
+        manager.ended(second, CloseReason.CLOSED)
+        await manager.shutdown(grace=1.0)
 
     run(scenario())
