@@ -19,6 +19,9 @@ first connection; the active connections send ``--rate`` messages a second
 each for ``--steady`` seconds (echoed); then everybody goes quiet and the
 server measures ``--quiet`` seconds of idle, heartbeats included.
 
+``--before SRC`` adds conntable from an older source tree as a third
+server, in the same run (rounds interleaved).
+
 Reported per server: tasks per connection, memory per connection (RSS
 growth over the connections, so it includes the kernel-independent Python
 and buffer allocations), CPU seconds per second while the active ones talk
@@ -30,9 +33,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import os
+import sys
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Tuple
+from typing import Any, Callable, Dict, Optional, Tuple
 
 from harness import Config as ManagerConfig
 from harness import HOST, Children, ask, cpu_seconds, markdown, median, raise_fd_limit, receive, rss_bytes
@@ -82,7 +87,7 @@ def start_server(name: str, cfg: Config, counters: Counters) -> Any:
     handler = echo_handler(counters)
     options: Dict[str, Any] = dict(ping_interval=cfg.ping_interval, ping_timeout=20.0, backlog=4096,
                                    compression="deflate" if cfg.compression else None)
-    if name == "conntable":
+    if name.startswith("conntable"):
         from conntable.websockets import serve
 
         return serve(handler, HOST, 0, idle_timeout=3600.0, **options)
@@ -105,7 +110,7 @@ def plain_server(handler: Callable[[Any], Any], counters: Counters, host: Any = 
 
 
 def pings_sent(name: str, server: Any, counters: Counters) -> int:
-    return server.heartbeat.pings_sent if name == "conntable" else counters.pings
+    return server.heartbeat.pings_sent if name.startswith("conntable") else counters.pings
 
 
 async def until(predicate: Callable[[], bool], give_up: float) -> None:
@@ -157,7 +162,9 @@ async def serve(name: str, cfg: Config, results: Any, clients: Any) -> None:
         })
 
 
-def server_main(name: str, cfg: Config, results: Any, clients: Any) -> None:
+def server_main(name: str, cfg: Config, results: Any, clients: Any, src: Optional[str] = None) -> None:
+    if src is not None:  # before the first import of conntable: that tree's
+        sys.path.insert(0, src)
     import logging
 
     import uvloop
@@ -197,12 +204,12 @@ def client_main(cfg: Config, server: Any) -> None:
 # -- orchestration ------------------------------------------------------------------
 
 
-def measure(name: str, cfg: Config) -> Dict[str, Any]:
+def measure(name: str, cfg: Config, src: Optional[str] = None) -> Dict[str, Any]:
     """One run: a server process and a client process that pace each other; the server reports."""
     with Children(grace=60) as children:
         results, results_end = children.pipe(duplex=False)
         server_end, client_end = children.pipe()
-        children.start(server_main, name, cfg, results_end, server_end, name=f"server-{name}")
+        children.start(server_main, name, cfg, results_end, server_end, src, name=f"server-{name}")
         children.start(client_main, cfg, client_end, name="clients")
         # Bounded, generously: opening the connections takes most of it.
         bound = 600 + 3 * (cfg.warmup + cfg.steady + cfg.quiet)
@@ -234,16 +241,22 @@ def main() -> None:
     parser.add_argument("--no-compression", action="store_true", help="turn permessage-deflate off on both")
     parser.add_argument("--server", action="append", choices=SERVERS, help="measure only these (repeatable)")
     parser.add_argument("--repeat", type=int, default=1, help="rounds, interleaved; the table shows medians")
+    parser.add_argument("--before", metavar="SRC", help="also run conntable from an older source tree "
+                        "(SRC/src, extension built in place) as 'conntable-before', side by side")
     args = parser.parse_args()
     cfg = Config(idle=args.idle, active=args.active, rate=args.rate, steady=args.steady, quiet=args.quiet,
                  ping_interval=args.ping_interval, compression=not args.no_compression)
     names = args.server or list(SERVERS)
+    sources: Dict[str, Optional[str]] = {name: None for name in names}
+    if args.before:
+        names.append("conntable-before")
+        sources["conntable-before"] = os.path.join(os.path.abspath(args.before), "src")
     print(f"{cfg.idle} idle + {cfg.active} active WebSocket connections, {cfg.rate:g} msgs/s each active, "
           f"ping every {cfg.ping_interval:g} s, compression {'on' if cfg.compression else 'off'}, uvloop; "
           f"server and clients in separate processes; "
           f"median of {args.repeat}", flush=True)
     # Rounds interleave the servers, so that drift on a shared machine hits both alike.
-    rounds = [[measure(name, cfg) for name in names] for _ in range(args.repeat)]
+    rounds = [[measure(name, cfg, sources[name]) for name in names] for _ in range(args.repeat)]
     print(markdown([median(list(runs)) for runs in zip(*rounds)], COLUMNS))
 
 

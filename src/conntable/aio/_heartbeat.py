@@ -145,7 +145,7 @@ class Heartbeat:
             self._start(loop)
         assert self._table is not None and self._sweeper is not None
         due = loop.time() + self.ping_interval
-        self._table.add(conn_id, _Beat(peer), idle_timeout=math.inf, deadline=due)
+        self._table.add(conn_id, _Beat(peer), deadline=due)  # idle: the table's, math.inf
         self._sweeper.wake_if_earlier(due)
 
     def forget(self, conn_id: int) -> None:
@@ -180,14 +180,16 @@ class Heartbeat:
                 continue
             if due is not None:
                 # The sweeper is awake and looks at the table again before it sleeps: no wake-up needed.
-                table.add(conn_id, beat, idle_timeout=math.inf, deadline=due)
+                # (The table's own idle timeout is math.inf: no keyword to parse per re-arm.)
+                table.add(conn_id, beat, deadline=due)
 
     def _beat(self, conn_id: int, beat: _Beat, now: float) -> Optional[float]:
         """Advance one connection's cycle; return when it is due next, or None to forget it."""
         manager = self._manager
-        conn = manager.get(conn_id)
-        last = None if conn is None else conn.last_activity
-        if last is None:  # gone; the integration forgets it too, this covers the rest
+        try:
+            # One lookup: a connection in the manager's table is not closed (an ended one leaves it).
+            last = manager._table.last_activity(conn_id)
+        except KeyError:  # gone; the integration forgets it too, this covers the rest
             return None
         peer = beat.peer
         if not peer.heartbeat_open():  # closing: whoever started it times it out
@@ -217,6 +219,8 @@ class Heartbeat:
         if now < fail_at:
             return fail_at
         self.failures += 1
-        manager.closing(conn, CloseReason.PING_TIMEOUT, timeout=self.close_timeout)  # type: ignore[arg-type]  # before: the reason wins
+        conn = manager.get(conn_id)
+        if conn is not None:  # before the close frame: the reason wins
+            manager.closing(conn, CloseReason.PING_TIMEOUT, timeout=self.close_timeout)
         peer.heartbeat_failed()
         return None

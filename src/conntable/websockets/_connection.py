@@ -28,7 +28,11 @@ decided earlier and win.
 Writes here never await: they go through the Sans-I/O protocol
 (``protocol.send_*``) and ``send_data()``, the two calls websockets' own
 ``ping()`` and ``close()`` make inside their send context, so that no task
-is needed for them. Flow control does not apply to these few bytes; the
+is needed for them. The heartbeat's ping, a constant frame, goes straight to
+the transport (``PING_FRAME``) while the connection is open with nothing
+queued before it, which is always the case between two of websockets' own
+sends; otherwise (or with websockets' debug logging on) it takes the
+Sans-I/O path. Flow control does not apply to these few bytes; the
 manager's ``close_timeout`` bounds what follows.
 """
 
@@ -58,6 +62,10 @@ CLOSE_FRAMES: Dict[CloseReason, Tuple[int, str]] = {
 # The empty payload: pongs to it are unsolicited for websockets, which ignores
 # them; the heartbeat only needs to see that the peer sent something.
 PING_PAYLOAD = b""
+#: That ping as a server writes it: FIN and opcode 9, unmasked, no payload. What
+#: ``protocol.send_ping(PING_PAYLOAD)`` serializes: extensions (permessage-deflate)
+#: leave control frames alone.
+PING_FRAME = b"\x89\x00"
 
 
 class ServerPolicy:
@@ -164,7 +172,12 @@ class ServerConnection(_WebSocketsServerConnection, ManagedProtocol):
         self._flush()
 
     def _write_ping(self) -> None:
-        self.protocol.send_ping(PING_PAYLOAD)
+        protocol = self.protocol
+        if protocol.state is State.OPEN and not protocol.writes and not protocol.debug:
+            # The Sans-I/O call would build a Frame, serialize it and hand the same 2 bytes over.
+            self.transport.write(PING_FRAME)
+            return
+        protocol.send_ping(PING_PAYLOAD)
         self._flush()
 
     def _write_failure(self, code: int, reason: str) -> None:
