@@ -26,8 +26,8 @@ over the second as independent clients would. The server measures the loop's
 lag (a 5 ms probe) and every garbage collection (``gc.callbacks``).
 
 Reported per variant: the idle connections closed and those still open at the
-end; the time from when the last of them was due (its recorded message plus
-the idle timeout) to the last close; the loop lag p50, p99 and max over the
+end; the time from when the last of them was due (the manager's due time for
+it: its recorded activity plus the idle timeout) to the last close; the loop lag p50, p99 and max over the
 expiry window (from when the first was due to the last close) and, for
 comparison, over the same length of steady state before it; collections in
 the window (count and longest pause); sweeper wake-ups per accepted
@@ -76,7 +76,8 @@ class Counters:
     def __init__(self) -> None:
         self.open_idle = 0
         self.open_active = 0
-        self.idle_seen: List[float] = []  # when each idle connection's one message arrived
+        self.idle_seen: List[float] = []  # when each idle connection's one message was handled
+        self.idle_ids: List[int] = []  # their connection ids, to read when the manager has them due
         self.idle_closed: List[float] = []
 
 
@@ -102,6 +103,7 @@ async def start(layer: str, cfg: Config, counters: Counters) -> Any:
                         if idle:
                             counters.open_idle += 1
                             counters.idle_seen.append(time.monotonic())
+                            counters.idle_ids.append(ws.connection.id)
                         else:
                             counters.open_active += 1
                     if not idle:
@@ -122,7 +124,9 @@ async def start(layer: str, cfg: Config, counters: Counters) -> Any:
 
     from conntable.aio import ConnectionManager
 
-    class Echo(asyncio.Protocol):
+    from conntable.aio import ManagedProtocol
+
+    class Echo(ManagedProtocol):
         idle: Optional[bool] = None
 
         def connection_made(self, transport: Any) -> None:
@@ -136,6 +140,7 @@ async def start(layer: str, cfg: Config, counters: Counters) -> Any:
                 if self.idle:
                     counters.open_idle += 1
                     counters.idle_seen.append(time.monotonic())
+                    counters.idle_ids.append(self.connection.id)
                 else:
                     counters.open_active += 1
             if not self.idle:
@@ -205,8 +210,13 @@ async def serve(layer: str, src: str, cfg: Config, clients: Any, results: Any) -
     clients.send("sync")
     synced = await until(lambda: len(counters.idle_seen) >= cfg.idle and counters.open_active >= cfg.active, 120.0)
     probe, watch = LagProbe(), GcWatch()
-    first_due = min(counters.idle_seen, default=time.monotonic()) + cfg.idle_timeout
-    last_due = max(counters.idle_seen, default=time.monotonic()) + cfg.idle_timeout
+    # When the manager has them due: the table's due times (loop time, on its coarse clock), not
+    # when the handlers saw the messages (a handler may see its message long after it arrived).
+    loop = asyncio.get_running_loop()
+    offset = time.monotonic() - loop.time()
+    dues = [manager._table.due(conn_id) + offset for conn_id in counters.idle_ids if conn_id in manager._table]
+    first_due = min(dues, default=time.monotonic())
+    last_due = max(dues, default=time.monotonic())
     steady_from = time.monotonic()
     await asyncio.sleep(max(0.0, first_due - 0.1 - time.monotonic()))
     cpu0, cpu_from = cpu_seconds(), time.monotonic()
