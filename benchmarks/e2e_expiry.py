@@ -25,13 +25,18 @@ later, while the active ones send ``--rate`` messages a second each, spread
 over the second as independent clients would. The server measures the loop's
 lag (a 5 ms probe) and every garbage collection (``gc.callbacks``).
 
-Reported per variant: the idle connections closed and those still open at the
-end; the time from when the last of them was due (the manager's due time for
-it: its recorded activity plus the idle timeout) to the last close; the loop lag p50, p99 and max over the
-expiry window (from when the first was due to the last close) and, for
-comparison, over the same length of steady state before it; collections in
-the window (count and longest pause); sweeper wake-ups per accepted
-connection in the ramp.
+Reported per variant: the idle connections closed and those still open at
+the end; the time from when the last of them was due (the manager's due time
+for it: its recorded activity plus the idle timeout) to the last close; the
+loop lag p50, p99 and max over the expiry window (from when the first was due
+to the last close) and, for comparison, over a steady-state window before it;
+the server's CPU over the expiry (seconds per second, and per close, the
+active traffic included); collections in the window (count and longest
+pause); sweeper wake-ups per accepted connection in the ramp; the sweeper's
+passes. During the ramp every client sends a keep-alive message now and then
+(opening 10,000 WebSockets can take longer than the idle timeout).
+``--trace FILE`` writes each pause between passes (size, pass time, lag, rate)
+and the probe's samples, for trees with the lag-paced sweeper.
 """
 
 from __future__ import annotations
