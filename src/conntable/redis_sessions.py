@@ -293,13 +293,19 @@ class RedisSessionStore:
         self._table: Any = None
         self._refresher: Optional["asyncio.Task[None]"] = None
         self._waiter: Optional["asyncio.Future[None]"] = None
-        self._sleeping_until = -math.inf
+        # A session due before this is in an earlier tick than the one the refresher sleeps until:
+        # arming it wakes the refresher (-inf while awake, +inf while asleep with nothing armed).
+        # Compared in ticks, not exact times: an arrival due in the tick being slept until would
+        # otherwise wake it for nothing, once per session.
+        self._wake_before = -math.inf
         self._closed = False
         #: Batches the refresher sent, how many failed (Redis unreachable), and how many sessions
         #: they refreshed or checked: tests and metrics read them.
         self.batches = 0
         self.failed_batches = 0
         self.checks = 0
+        #: Times arming a session woke the sleeping refresher before its time.
+        self.early_wakeups = 0
 
     @classmethod
     def from_url(cls, url: str, idle_ttl: float, *, timeout: float = 2.0, **kwargs: Any) -> "RedisSessionStore":
@@ -613,7 +619,8 @@ class RedisSessionStore:
         else:
             self._table.add(tracked.key, tracked, deadline=when)
             tracked.armed = True
-        if when < self._sleeping_until and self._waiter is not None and not self._waiter.done():
+        if when < self._wake_before and self._waiter is not None and not self._waiter.done():
+            self.early_wakeups += 1
             self._waiter.set_result(None)
 
     async def _refresh(self) -> None:
@@ -661,12 +668,14 @@ class RedisSessionStore:
         loop = self._loop
         assert loop is not None
         waiter = self._waiter = loop.create_future()
-        self._sleeping_until = math.inf if when is None else when
+        # ``when`` (the table's next_expiry) ends the earliest armed tick: a session due no earlier
+        # than one tick before it is in that tick or a later one (the aio Sweeper's rule).
+        self._wake_before = math.inf if when is None else when - self.resolution * (1.0 - 1e-5)
         handle = None if when is None else loop.call_at(when, _wake, waiter)
         try:
             await waiter
         finally:
-            self._sleeping_until = -math.inf
+            self._wake_before = -math.inf
             self._waiter = None
             if handle is not None:
                 handle.cancel()

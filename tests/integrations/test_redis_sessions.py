@@ -419,3 +419,24 @@ def test_a_record_overwritten_by_another_client_fails_alone(url, run, caplog):
 
     with caplog.at_level(logging.ERROR, logger="conntable.redis_sessions"):
         run(scenario())
+
+
+def test_sessions_arriving_in_the_armed_tick_do_not_wake_the_refresher(url, run):
+    async def scenario():
+        async with store_on(url, idle_ttl=HELD_TTL) as store:
+            first = await store.hold(await store.create({"n": 0}))
+            # The hold woke the refresher, asleep with nothing armed (as it must); it sleeps again
+            # until the held session's refresh.
+            await eventually(lambda: store._waiter is not None and not store._waiter.done()
+                             and math.isfinite(store._wake_before), "the refresher sleeps on the held one")
+            woken = store.early_wakeups
+            # Each arrival is due a period after its own (later) arrival: never in an earlier
+            # tick than the one being slept until, so none needs to wake the refresher. Compared
+            # in exact times, every one of them did (the tick's end is later than their due).
+            holds = [await store.hold(await store.create({"n": i})) for i in range(1, 40)]
+            assert store.early_wakeups == woken
+            for hold in [first, *holds]:
+                hold.release()
+            await eventually(lambda: len(store) == 0, "the released sessions are no longer tracked")
+
+    run(scenario())
