@@ -3,10 +3,12 @@
 Three parts, combined by ``attack`` and parametrized by the tests:
 
 * a **channel** is how user code gets to run inside a call: a key's
-  ``__index__``, an int-subclass key's ``__hash__``/``__eq__``, a time or
-  duration's ``__float__``, a value's ``__del__`` when the call releases
-  it, or the garbage collector (threshold 1, cyclic garbage whose
-  ``__del__`` runs at any allocation inside the call);
+  ``__hash__``, a key's ``__eq__`` in the middle of the lookup (a key that
+  shares its hash with a stored key), an int-subclass key's
+  ``__hash__``/``__eq__``, a time or duration's ``__float__``, a value's
+  ``__del__`` when the call releases it, or the garbage collector
+  (threshold 1, cyclic garbage whose ``__del__`` runs at any allocation
+  inside the call);
 * a **hook** is what that user code does to the table: clear it, add many
   entries (growth, rehash), delete the entry the call is about (and
   others), move the clock on with ``expire``, touch everything, re-arm
@@ -25,9 +27,10 @@ Tests using it should freeze the heap they start with (``frozen_heap``):
 the collections the harness forces then cost what they would in a small
 program, not in a test runner holding thousands of collected tests.
 
-Issue 10 (keys of any hashable type) will add key channels whose
-``__hash__``/``__eq__`` *are* called; for now keys are ints and an int
-subclass's methods must never run, which ``attack`` asserts.
+Keys have a dict's semantics: a key's ``__hash__`` runs before the table
+is looked at, its ``__eq__`` during the lookup, where the table restarts the
+lookup if the hook changed it (``attack`` asserts that the key channels'
+methods did run, so the attack happened).
 """
 
 from __future__ import annotations
@@ -72,8 +75,8 @@ def _grow(t: Any, key: int) -> None:
 
 def _rearm(t: Any, key: int) -> None:
     for k in list(t):
-        t.set_deadline(k, t.now + (k % 5) * 0.3)
-        t.set_idle_timeout(k, 0.7 + (k % 3))
+        t.set_deadline(k, t.now + (hash(k) % 5) * 0.3)
+        t.set_idle_timeout(k, 0.7 + (hash(k) % 3))
 
 
 HOOKS: Dict[str, Hook] = {
@@ -114,10 +117,43 @@ class Converted:
         return self.value
 
 
-class IndexKey(Converted):
-    """A key whose ``__index__`` runs the hook."""
+class HashedKey:
+    """A key equal to the int ``value`` (and hashed as it) whose ``__hash__`` runs the hook."""
 
-    __index__ = Converted._convert
+    called = 0
+
+    def __init__(self, value: int, trigger: Once) -> None:
+        self.value, self.trigger = value, trigger
+
+    def __hash__(self) -> int:
+        type(self).called += 1
+        self.trigger()
+        return hash(self.value)
+
+    def __eq__(self, other: object) -> bool:
+        return other is self or (type(other) is int and other == self.value)
+
+
+class ComparedKey:
+    """A key whose ``__eq__`` runs the hook, met in the middle of a lookup.
+
+    It hashes as ``KEY`` (so a lookup compares it with the stored ``KEY``)
+    and equals the int ``value``: for ``KEY`` the lookup finds that entry
+    after the hook, for a new key it goes on past it and inserts this key.
+    """
+
+    called = 0
+
+    def __init__(self, value: int, trigger: Once) -> None:
+        self.value, self.trigger = value, trigger
+
+    def __hash__(self) -> int:
+        return hash(KEY)
+
+    def __eq__(self, other: object) -> bool:
+        type(self).called += 1
+        self.trigger()
+        return other is self or (type(other) is int and other == self.value)
 
 
 class FloatArg(Converted):
@@ -127,7 +163,7 @@ class FloatArg(Converted):
 
 
 class HashKey(int):
-    """An int subclass whose ``__hash__`` and ``__eq__`` run the hook (and must never be called)."""
+    """An int subclass whose ``__hash__`` and ``__eq__`` run the hook (a dict calls both)."""
 
     trigger: Optional[Once] = None
     called = 0
@@ -216,11 +252,12 @@ CALLS: Dict[str, Call] = {
                    time=lambda t: 4.0),
 }
 
-CHANNELS = ("__index__", "int-subclass", "__float__", "__del__", "gc")
+CHANNELS = ("__hash__", "__eq__", "int-subclass", "__float__", "__del__", "gc")
+KEY_CHANNELS = {"__hash__": HashedKey, "__eq__": ComparedKey}
 
 
 def applies(call: Call, channel: str) -> bool:
-    if channel in ("__index__", "int-subclass"):
+    if channel in ("__hash__", "__eq__", "int-subclass"):
         return "key" in call.takes
     if channel == "__float__":
         return "time" in call.takes
@@ -266,8 +303,9 @@ def attack(Table: type, call_name: str, channel: str, hook_name: str) -> None:
     table_box.append(t)
     key: Any = call.key
     when: Any = call.time(t)
-    if channel == "__index__":
-        key = IndexKey(call.key, trigger)
+    if channel in KEY_CHANNELS:
+        key = KEY_CHANNELS[channel](call.key, trigger)
+        KEY_CHANNELS[channel].called = 0
     elif channel == "int-subclass":
         key = HashKey(call.key)
         HashKey.trigger, HashKey.called = trigger, 0
@@ -301,7 +339,9 @@ def attack(Table: type, call_name: str, channel: str, hook_name: str) -> None:
     if call_name != "reinit":
         assert t.now >= trigger.clock_after, "the clock moved backwards"
     if channel == "int-subclass":
-        assert HashKey.called == 0, "an int-subclass key's __hash__/__eq__ ran: keys must become exact ints first"
+        assert HashKey.called > 0, "an int-subclass key was never hashed: keys have a dict's semantics"
+    if channel in KEY_CHANNELS:
+        assert KEY_CHANNELS[channel].called > 0, f"the key's {channel} never ran"
     if channel == "__del__":
         trigger.fired = 1  # draining releases more DelValues: the hook ran once, enough
     check_consistent(t)

@@ -1,10 +1,14 @@
 """Differential fuzzing: the compiled table, the twin and a dict model, side by side.
 
 Random operation sequences (hypothesis) run on both tables with the same
-arguments, including hostile ones: int subclasses, ``__index__`` objects
-(some returning non-ints, some raising, some changing the table they are
-used on), ``__float__`` objects (the same), wrong types, NaN, infinities,
-out-of-range ints. After each step the two tables must agree on everything
+arguments, including hostile ones. Keys of every kind, with a dict's
+semantics: ints on and off the fast path, floats and bools equal to ints,
+strs, tuples, int subclasses, objects equal to ints (as an IntEnum is),
+objects with their own hash and equality (colliding with ints and with each
+other), keys whose ``__hash__`` or ``__eq__`` changes the table they are
+used on (in the middle of a lookup) or raises, unhashable keys. Times and
+durations: ``__float__`` objects (some raising, some changing the table),
+wrong types, NaN, infinities. After each step the two tables must agree on everything
 observable: each call's result, or its exception's type and message; the
 contents, activity times, due times, clock and ``next_expiry()``. The only
 differences allowed are the ones the README names: the module in a class
@@ -67,13 +71,44 @@ def run_hook(hook: Tuple[Any, ...], t: Any) -> None:
 
 
 class IntSub(int):
-    """An int-subclass key: neither table may call its methods."""
+    """An int-subclass key: equal to its int, and stored as itself."""
+
+    def __repr__(self) -> str:
+        return f"IntSub({int(self)})"
+
+
+class Obj:
+    """A key with its own hash (colliding with the ints 0..2 and with other Objs) and equality."""
+
+    def __init__(self, k: int) -> None:
+        self.k = k
 
     def __hash__(self) -> int:
-        raise AssertionError("an int-subclass key was hashed")
+        return self.k % 3
 
-    def __eq__(self, other: object) -> bool:
-        raise AssertionError("an int-subclass key was compared")
+    def __eq__(self, other: object) -> Any:
+        return other.k == self.k if type(other) is Obj else NotImplemented
+
+    def __repr__(self) -> str:
+        return f"Obj({self.k})"
+
+
+class EqInt:
+    """Equal to the int ``k`` and hashed as it (as an IntEnum member is)."""
+
+    def __init__(self, k: int) -> None:
+        self.k = k
+
+    def __hash__(self) -> int:
+        return hash(self.k)
+
+    def __eq__(self, other: object) -> Any:
+        if isinstance(other, EqInt):
+            return other.k == self.k
+        return other == self.k if isinstance(other, (int, float)) else NotImplemented
+
+    def __repr__(self) -> str:
+        return f"EqInt({self.k})"
 
 
 class Hostile:
@@ -91,8 +126,38 @@ class Hostile:
         return self.result
 
 
-class Index(Hostile):
-    __index__ = Hostile._answer
+class HookedKey(EqInt):
+    """An EqInt whose ``__hash__`` (or ``__eq__``, met inside the lookup) runs a hook on its table first, once; or raises."""
+
+    #: The keys made for the call under way: disarmed once it returns (a stored key
+    #: must not go on to change a table from inside a later call, or from the checks).
+    armed: List["HookedKey"] = []
+
+    def __init__(self, k: int, where: str, hook: Any, table: Any) -> None:
+        super().__init__(k)
+        self.where, self.hostile = where, Hostile(None, hook, table)
+        HookedKey.armed.append(self)
+
+    @classmethod
+    def disarm(cls) -> None:
+        for key in cls.armed:
+            key.where = "disarmed"
+        cls.armed.clear()
+
+    def __hash__(self) -> int:
+        if self.where == "hash":
+            self.hostile._answer()
+        elif self.where == "hash-raises":
+            raise ValueError("no hash")
+        return hash(self.k)
+
+    def __eq__(self, other: object) -> Any:
+        if self.where == "eq":
+            self.hostile._answer()
+        elif self.where == "eq-raises":
+            self.where = "raised"  # once: a stored key that always raised would poison every later call
+            raise ValueError("no eq")
+        return super().__eq__(other)
 
 
 class Number(Hostile):
@@ -103,13 +168,18 @@ SMALL = st.integers(0, 12)
 KEYS = st.one_of(
     st.tuples(st.just("int"), SMALL),
     st.tuples(st.just("int"), SMALL),
-    st.tuples(st.just("int"), st.sampled_from([2**63 - 1, 2**40 + 1, -1, 2**63, 2**64, -(10**30)])),
+    st.tuples(st.just("int"), st.sampled_from([2**63 - 1, 2**61 - 1, 2**61, 2**40 + 1, -1, -2, 2**64, -(10**30)])),
+    st.tuples(st.just("float"), SMALL),
+    st.tuples(st.just("bool"), st.booleans()),
+    st.tuples(st.just("str"), st.sampled_from(["a", "b", "0", "", "é"])),
+    st.tuples(st.just("tuple"), SMALL),
     st.tuples(st.just("intsub"), SMALL),
-    st.tuples(st.just("index"), SMALL),
-    st.tuples(st.just("index-intsub"), SMALL),
-    st.tuples(st.just("index-hook"), SMALL, HOOKS),
-    st.sampled_from([("index-float",), ("index-raises",), ("bad", "1"), ("bad", 1.0), ("bad", None),
-                     ("bad", True), ("bad", b"1"), ("bad", math.nan)]),
+    st.tuples(st.just("obj"), SMALL),
+    st.tuples(st.just("eqint"), SMALL),
+    st.tuples(st.just("hash-hook"), SMALL, HOOKS),
+    st.tuples(st.just("eq-hook"), SMALL, HOOKS),
+    st.tuples(st.sampled_from(["hash-raises", "eq-raises"]), SMALL),
+    st.sampled_from([("bad", [1]), ("bad", {}), ("bad", (1, [2])), ("value", None), ("value", b"1")]),
 )
 # Times are offsets from the clock when the step starts; durations are plain.
 OFFSETS = st.one_of(st.floats(-2.0, 8.0), st.sampled_from([0.0, 0.25, 1.0, 3.0]))
@@ -133,22 +203,25 @@ LIMITS = st.one_of(st.none(), st.integers(0, 4), st.sampled_from([-1, 2**64, 2.0
 
 
 def make_key(spec: Tuple[Any, ...], t: Any) -> Any:
+    """A fresh key object for ``t`` (each table gets its own: it keeps the first object of a key)."""
     kind = spec[0]
-    if kind == "int":
+    if kind in ("int", "str", "bad", "value"):
         return spec[1]
+    if kind == "float":
+        return float(spec[1])
+    if kind == "bool":
+        return bool(spec[1])
+    if kind == "tuple":
+        return (spec[1], "t")
     if kind == "intsub":
         return IntSub(spec[1])
-    if kind == "index":
-        return Index(spec[1])
-    if kind == "index-intsub":
-        return Index(IntSub(spec[1]))
-    if kind == "index-hook":
-        return Index(spec[1], spec[2], t)
-    if kind == "index-float":
-        return Index(5.5)
-    if kind == "index-raises":
-        return Index(ValueError("no index"))
-    return spec[1]
+    if kind == "obj":
+        return Obj(spec[1])
+    if kind == "eqint":
+        return EqInt(spec[1])
+    if kind in ("hash-hook", "eq-hook"):
+        return HookedKey(spec[1], kind[:-5], spec[2], t)
+    return HookedKey(spec[1], kind, None, t)  # hash-raises, eq-raises
 
 
 def make_time(spec: Tuple[Any, ...], t: Any, now: float) -> Any:
@@ -212,10 +285,15 @@ def outcome(call: Callable[[], Any]) -> Tuple[Any, ...]:
         return ("raised", type(error).__name__, _MODULES.sub("", str(error)))
 
 
+def by_key(key: Any) -> Tuple[str, str]:
+    """An order on keys of any type (and the key's type: both tables keep the first key object)."""
+    return (type(key).__name__, repr(key))
+
+
 def observed(t: Any) -> Dict[str, Any]:
     return {
-        "items": sorted(t.items(), key=lambda item: item[0]),
-        "timers": sorted((k, t.last_activity(k), t.due(k)) for k in t),
+        "items": sorted(((by_key(k), normalized(v)) for k, v in t.items())),
+        "timers": sorted((by_key(k), t.last_activity(k), t.due(k)) for k in t),
         "len": len(t),
         "now": t.now,
         "settings": (t.idle_timeout, t.resolution, t.max_size),
@@ -246,7 +324,9 @@ class Differential(RuleBasedStateMachine):
     def both(self, call: Callable[[Any], Any], *specs: Any) -> Tuple[Any, ...]:
         """Run ``call`` on each table (its arguments built for that table); the outcomes must agree."""
         ours = outcome(lambda: call(self.c))
+        HookedKey.disarm()
         theirs = outcome(lambda: call(self.p))
+        HookedKey.disarm()
         assert ours == theirs, f"compiled {ours!r} != twin {theirs!r}"
         if hooked(*specs):
             self.model = dict(self.c.items())
@@ -316,11 +396,12 @@ class Differential(RuleBasedStateMachine):
 
     @rule()
     def iterate(self) -> None:
-        keys = sorted(self.c)
-        assert keys == sorted(self.p) == sorted(self.model)
+        keys = sorted(map(by_key, self.c))
+        assert keys == sorted(map(by_key, self.p)) and len(keys) == len(self.model)
         assert sorted(map(repr, self.c.values())) == sorted(map(repr, self.p.values()))
         iterator_c, iterator_p = iter(self.c), iter(self.p)
-        assert sorted(iterator_c) == sorted(iterator_p) == keys
+        assert sorted(map(by_key, iterator_c)) == sorted(map(by_key, iterator_p)) == keys
+        assert self.c == self.p and self.p == self.c and self.c == self.model
         if self.c.max_size is None or len(self.c) < self.c.max_size:
             self.c[10**6] = self.p[10**6] = "late"  # an exhausted iterator stays exhausted
             assert list(iterator_c) == list(iterator_p) == []
@@ -398,8 +479,11 @@ class Differential(RuleBasedStateMachine):
 
     # -- helpers and invariants -----------------------------------------------------
     @staticmethod
-    def plain(spec: Tuple[Any, ...]) -> int:
-        return int(spec[1])
+    def plain(spec: Tuple[Any, ...]) -> Any:
+        """The key for the dict model (equal to the tables' key, so the dict agrees on which key it is)."""
+        if spec[0] in ("hash-raises", "eq-raises"):
+            return HookedKey(spec[1], "disarmed", None, None)  # the same key without the hostility
+        return make_key(spec, None)
 
     @invariant()
     def the_tables_agree(self) -> None:
@@ -407,9 +491,9 @@ class Differential(RuleBasedStateMachine):
             return
         assert observed(self.c) == observed(self.p)
         assert dict(self.c.items()) == self.model
+        assert all(type(k) is type(m) for k, m in zip(sorted(self.c, key=by_key), sorted(self.model, key=by_key)))
 
 
-@pytest.mark.filterwarnings("ignore:__index__ returned non-int:DeprecationWarning")
 def test_compiled_and_twin_agree_on_random_sequences(request: pytest.FixtureRequest) -> None:
     if not request.config.getoption("c_extensions"):
         pytest.skip("--no-c-extensions: there is no compiled table to compare")

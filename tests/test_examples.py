@@ -1,9 +1,11 @@
 """What the examples promise a new user in their docstrings: the chat server's stats line and its
-count of refused connections (the echo server and the chat room's messages are tested beside the
-layers they show, in tests/aio and tests/integrations)."""
+count of refused connections, the registry that switches from a dict to a table by its constructor
+alone (the echo server and the chat room's messages are tested beside the layers they show, in
+tests/aio and tests/integrations)."""
 
 from __future__ import annotations
 
+import os
 import pathlib
 import signal
 import subprocess
@@ -49,3 +51,18 @@ def test_chat_prints_stats_and_counts_every_refusal():
             process.communicate()
     assert process.returncode == 0, err
     assert "shutdown: 1 closed gracefully, 0 aborted, 1 refused (0 during the shutdown)" in out, out
+
+
+@pytest.mark.parametrize("no_extensions", ["", "1"], ids=["default", "twin"])
+def test_a_dict_registry_switches_to_a_table_by_its_constructor(no_extensions):
+    env = {**os.environ, "CONNTABLE_NO_EXTENSIONS": no_extensions}
+    done = subprocess.run([sys.executable, str(EXAMPLES / "registry.py")], capture_output=True, text=True,
+                          timeout=HANG_GUARD, env=env)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    dict_lines = [line[len("dict:  "):] for line in lines if line.startswith("dict:  ")]
+    table_lines = [line[len("table: "):] for line in lines if line.startswith("table: ")]
+    assert dict_lines == table_lines and len(dict_lines) == 4
+    assert dict_lines[0] == "2 connections; chat: ['ada']; news: ['ada', 'cy']"
+    assert dict_lines[3] == "False, None, True"
+    assert lines[-1] == "idle for 30 s at t=31: ['cy']; still open: ['ada']"

@@ -71,6 +71,31 @@ def filled(Table: type, n: int) -> Any:
     return t
 
 
+def key(k: int) -> Any:
+    """The keys of a mixed table: ints on the fast path and off it, strs, tuples."""
+    return (k, f"s{k}", (k, "t"), 2**64 + k)[k % 4]
+
+
+def mixed(Table: type, n: int) -> Any:
+    """``filled`` with every kind of key (the key array in use)."""
+    t = Table(10.0, resolution=0.5, now=START)
+    for k in range(n):
+        if k % 3 == 0:
+            t.add(key(k), ("v", k), deadline=START + 1.0 + k * 0.25)
+        else:
+            t.add(key(k), ("v", k), idle_timeout=2.0 + k % 7)
+    t.expire(START + 0.5, 0)
+    t.touch_many([key(k) for k in range(0, n, 5)])
+    return t
+
+
+def mixed_shrinking(Table: type) -> Any:
+    t = mixed(Table, 300)
+    for k in range(64, 300):
+        del t[key(k)]
+    return t
+
+
 def shrinking(Table: type) -> Any:
     """64 entries left in a slab of 512: the next removal compacts it."""
     t = filled(Table, 300)
@@ -120,6 +145,21 @@ OPS: Dict[str, Tuple[Setup, Callable[[Any], Any]]] = {
     "contains": (lambda T: filled(T, 16), lambda t: 3 in t),
     "due": (lambda T: filled(T, 16), lambda t: t.due(3)),
     "last_activity": (lambda T: filled(T, 16), lambda t: t.last_activity(5)),
+    # Keys that are not fast-path ints: the key array, made at the first of them.
+    "add-first-str": (lambda T: filled(T, 16), lambda t: t.add("first", ("v", "first"))),
+    "setitem-first-str": (lambda T: filled(T, 16), lambda t: t.__setitem__("first", "v")),
+    "update-first-str": (lambda T: filled(T, 16), lambda t: t.update([("a", 1), (3, "new"), ("b", 2), ("a", 3)])),
+    "add-str-grow": (lambda T: mixed(T, 16), lambda t: t.add("new", ("v", "new"), deadline=START + 2)),
+    "setitem-str-replace": (lambda T: mixed(T, 16), lambda t: t.__setitem__("s5", ("new", 5))),
+    "update-mixed": (lambda T: mixed(T, 16), lambda t: t.update([("s5", "new"), ("x", 1), (2.0, "two"), ((9, "t"), 9)])),
+    "pop-str": (lambda T: mixed(T, 16), lambda t: t.pop("s5")),
+    "pop-str-shrink": (mixed_shrinking, lambda t: t.pop("s5")),
+    "popitem-mixed": (lambda T: mixed(T, 16), lambda t: t.popitem()),
+    "touch_many-mixed": (lambda T: mixed(T, 40), lambda t: t.touch_many([key(k) for k in range(80)])),
+    "expire-mixed": (lambda T: mixed(T, 40), lambda t: t.expire(START + 100.0)),
+    "copy-mixed": (lambda T: mixed(T, 40), lambda t: t.copy()),
+    "iterate-mixed": (lambda T: mixed(T, 40), lambda t: list(t)),
+    "clear-mixed": (lambda T: mixed(T, 40), lambda t: t.clear()),
 }
 
 
@@ -127,12 +167,14 @@ OPS: Dict[str, Tuple[Setup, Callable[[Any], Any]]] = {
 ALLOCATES = {
     "add-grow", "add-rehash", "setitem-new", "touch_many", "expire-some", "expire-limit", "expire-many",
     "expire-renumber", "clear", "copy", "deepcopy", "reinit", "construct", "iterate", "items",
+    "add-first-str", "setitem-first-str", "update-first-str", "add-str-grow", "update-mixed",
+    "touch_many-mixed", "expire-mixed", "copy-mixed", "iterate-mixed", "clear-mixed",
 }
 
 
 def state(t: Any) -> Dict[str, Any]:
     return {
-        "items": sorted(t.items()),
+        "items": sorted(t.items(), key=repr),
         "timers": {k: (t.last_activity(k), t.due(k)) for k in t},
         "now": t.now,
         "settings": (t.idle_timeout, t.resolution, t.max_size),
@@ -158,8 +200,8 @@ def test_every_allocation_failing_in_turn(Table: type, name: str) -> None:
     reference = setup(Table)
     expected = comparable(op(reference))
     expected_state = state(reference)
-    drained_after = sorted(drain(reference).items())
-    drained_untouched = sorted(drain(setup(Table)).items())
+    drained_after = sorted(drain(reference).items(), key=repr)
+    drained_untouched = sorted(drain(setup(Table)).items(), key=repr)
     failures = 0
     for k in attempts():
         t = setup(Table)
@@ -175,12 +217,12 @@ def test_every_allocation_failing_in_turn(Table: type, name: str) -> None:
             else:
                 assert after == before, f"failed allocation {k} changed the table"
             check_consistent(t)
-            assert sorted(drain(t).items()) == drained_untouched, f"failed allocation {k}: entries lost"
+            assert sorted(drain(t).items(), key=repr) == drained_untouched, f"failed allocation {k}: entries lost"
         else:
             assert comparable(result) == expected, f"allocation {k} failing changed the result"
             assert state(t) == expected_state, f"allocation {k} failing changed the outcome"
             check_consistent(t)
-            assert sorted(drain(t).items()) == drained_after, f"allocation {k} failing: entries lost"
+            assert sorted(drain(t).items(), key=repr) == drained_after, f"allocation {k} failing: entries lost"
             if not met:
                 break  # the operation completed before allocation k+1: every allocation was tried
     else:

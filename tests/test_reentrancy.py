@@ -1,8 +1,9 @@
 """User code running inside every call of both tables, changing the table under it.
 
 Each public method that converts an argument or releases a value, attacked
-through each channel user code has into it (a key's ``__index__``, an
-int-subclass key's ``__hash__``/``__eq__``, a ``__float__``, a released
+through each channel user code has into it (a key's ``__hash__``, a key's
+``__eq__`` met in the middle of the lookup, an int-subclass key's
+``__hash__``/``__eq__``, a ``__float__``, a released
 value's ``__del__``, the garbage collector at threshold 1) with each hook
 (clear, growth, deletion, re-adding, moving the clock on, touching, re-arming):
 no crash, no internal error, only success or a documented exception, the

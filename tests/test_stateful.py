@@ -9,6 +9,12 @@ later than any entry's ``due + resolution``. Which borderline entries a call
 returns is the implementation's choice, so the model follows the table's
 answers rather than predicting them.
 
+Keys are drawn as a dict would see them in a server: ints (on and off the
+fast path), strs, tuples, floats equal to ints (one key with the int), and
+objects with their own hash and equality (colliding with each other and
+with small ints). The model is a dict, so it decides which keys are one;
+the table must agree, and hand back the key object that was stored first.
+
 ``HYPOTHESIS_PROFILE=long`` runs many more and longer sequences.
 """
 
@@ -31,7 +37,38 @@ settings.register_profile("long", max_examples=3000, stateful_step_count=200, de
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 TOLERANCE = 1e-9
-KEYS = st.one_of(st.integers(0, 40), st.sampled_from([2**63 - 1, 2**40 + 3, 123_456_789_012]))
+
+
+class Token:
+    """A key with its own hash (``k % 4``: collides with other Tokens and with the ints 0..3) and equality."""
+
+    def __init__(self, k: int) -> None:
+        self.k = k
+
+    def __hash__(self) -> int:
+        return self.k % 4
+
+    def __eq__(self, other: object) -> Any:
+        return self.k == other.k if isinstance(other, Token) else NotImplemented
+
+    def __repr__(self) -> str:
+        return f"Token({self.k})"
+
+
+INTS = st.one_of(st.integers(0, 40), st.sampled_from([2**63 - 1, 2**61 - 1, 2**40 + 3, 123_456_789_012, -7]))
+KEYS = st.one_of(
+    INTS,
+    INTS,
+    st.integers(0, 12).map(float),
+    st.sampled_from(["a", "b", "conn-1", "conn-2", "", "0"]),
+    st.tuples(st.integers(0, 5), st.sampled_from(["x", "y"])),
+    st.integers(0, 12).map(Token),
+)
+
+
+def ordered(keys: Any) -> list:
+    """Keys of any types in one order, each with its type (the table keeps the first key object)."""
+    return sorted((type(k).__name__, repr(k)) for k in keys)
 TIMEOUTS = st.one_of(
     st.none(), st.just(math.inf), st.floats(0.01, 30.0), st.sampled_from([0.1, 0.5, 1.0, 2.5])
 )
@@ -55,7 +92,7 @@ class TableMachine(RuleBasedStateMachine):
 
     def __init__(self) -> None:
         super().__init__()
-        self.model: dict[int, Model] = {}
+        self.model: dict[Any, Model] = {}
         self.t: Any = None
 
     @initialize(
@@ -197,7 +234,7 @@ class TableMachine(RuleBasedStateMachine):
         if self.t is None:
             return
         assert len(self.t) == len(self.model)
-        assert sorted(self.t) == sorted(self.model)
+        assert ordered(self.t) == ordered(self.model)
         for key, entry in self.model.items():
             assert self.t[key] == entry.value
             assert self.t.last_activity(key) == entry.last

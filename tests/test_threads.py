@@ -9,6 +9,10 @@ and in operations. Afterwards the table must be consistent and complete
 exception, and, in the accounting run, every value ever added must be
 either still in the table or handed back exactly once (by ``pop``,
 ``popitem``, ``__delitem__`` seen through ``pop`` or ``expire``).
+
+Each run is made with int keys (the fast path), str keys (connection ids)
+and object keys whose ``__eq__`` is Python code (the GIL changes hands in
+the middle of a lookup, and another thread changes the table under it).
 """
 
 from __future__ import annotations
@@ -37,28 +41,53 @@ EXPECTED = (
 )
 
 
+class Conn:
+    """An object key: a Python ``__eq__`` (a GIL switch point inside the lookup), hashes colliding (eight keys a hash)."""
+
+    __slots__ = ("n",)
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def __hash__(self) -> int:
+        return self.n % 15
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is Conn and other.n == self.n
+
+    def __repr__(self) -> str:
+        return f"Conn({self.n})"
+
+
+POOLS: Dict[str, List[Any]] = {
+    "int-keys": list(range(KEYS)),
+    "str-keys": [f"{n:032x}" for n in range(KEYS)],  # uuid4().hex-like connection ids
+    "object-keys": [Conn(n) for n in range(KEYS)],
+}
+
+
 class Token:
     """A value whose identity says which add() it came from."""
 
     __slots__ = ("key", "serial", "__weakref__")
 
-    def __init__(self, key: int, serial: int) -> None:
+    def __init__(self, key: Any, serial: int) -> None:
         self.key, self.serial = key, serial
 
 
 class Backtalk(Token):
     """A value whose release calls back into its table (from whichever thread releases it)."""
 
-    __slots__ = ("table",)
+    __slots__ = ("table", "near")
 
     def __del__(self) -> None:
         table = self.table
-        table.touch_many(range(self.key, self.key + 3))
+        table.touch_many(self.near)
         table.get(self.key)
 
 
 def worker(t: Any, seed: int, accounting: bool, added: List[Any], handed_back: List[Any], errors: List[str],
-           stop: float) -> None:
+           stop: float, pool: List[Any]) -> None:
     rng = random.Random(seed)
     serial = seed * 1_000_000
     ops: List[Callable[[], Any]]
@@ -66,7 +95,7 @@ def worker(t: Any, seed: int, accounting: bool, added: List[Any], handed_back: L
     def add() -> None:
         nonlocal serial
         serial += 1
-        key = rng.randrange(KEYS)
+        key = rng.choice(pool)
         value = Token(key, serial)
         t.add(key, value, idle_timeout=rng.choice([0.5, 2.0, math.inf]),
               deadline=rng.choice([None, t.now + rng.random() * 3.0]))
@@ -75,14 +104,15 @@ def worker(t: Any, seed: int, accounting: bool, added: List[Any], handed_back: L
     def add_backtalk() -> None:
         nonlocal serial
         serial += 1
-        key = rng.randrange(KEYS)
+        key = rng.choice(pool)
         value = Backtalk(key, serial)
         value.table = t
+        value.near = rng.sample(pool, 3)
         t.add(key, value)
         added.append(value)
 
     def pop() -> None:
-        value = t.pop(rng.randrange(KEYS), None)
+        value = t.pop(rng.choice(pool), None)
         if value is not None:
             handed_back.append(value)
 
@@ -99,29 +129,29 @@ def worker(t: Any, seed: int, accounting: bool, added: List[Any], handed_back: L
             t.get(key)
 
     def set_deadline() -> None:
-        t.set_deadline(rng.randrange(KEYS), rng.choice([None, t.now + rng.random() * 2.0, t.now - 1.0]))
+        t.set_deadline(rng.choice(pool), rng.choice([None, t.now + rng.random() * 2.0, t.now - 1.0]))
 
     def set_idle_timeout() -> None:
-        t.set_idle_timeout(rng.randrange(KEYS), rng.choice([None, 0.3 + rng.random(), math.inf]))
+        t.set_idle_timeout(rng.choice(pool), rng.choice([None, 0.3 + rng.random(), math.inf]))
 
     def replace() -> None:
-        key = rng.randrange(KEYS)
+        key = rng.choice(pool)
         if key in t:
             t[key] = Token(key, -1)
 
     ops = [
         add, add, add_backtalk, pop, pop, popitem, expire, expire, iterate, set_deadline, set_deadline,
         set_idle_timeout,
-        lambda: t.touch(rng.randrange(KEYS)),
-        lambda: t.touch_many(rng.sample(range(KEYS), 8)),
-        lambda: t.get(rng.randrange(KEYS)),
-        lambda: rng.randrange(KEYS) in t,
-        lambda: t.due(rng.randrange(KEYS)),
-        lambda: t.last_activity(rng.randrange(KEYS)),
+        lambda: t.touch(rng.choice(pool)),
+        lambda: t.touch_many(rng.sample(pool, 8)),
+        lambda: t.get(rng.choice(pool)),
+        lambda: rng.choice(pool) in t,
+        lambda: t.due(rng.choice(pool)),
+        lambda: t.last_activity(rng.choice(pool)),
         lambda: t.next_expiry(),
         lambda: len(t),
-        lambda: t.setdefault(rng.randrange(KEYS), Token(-1, -1)) if not accounting else None,
-        lambda: t.update([(rng.randrange(KEYS), Token(-1, -1))]) if not accounting else None,
+        lambda: t.setdefault(rng.choice(pool), Token(-1, -1)) if not accounting else None,
+        lambda: t.update([(rng.choice(pool), Token(-1, -1))]) if not accounting else None,
         lambda: replace() if not accounting else None,
         lambda: t.copy() if rng.random() < 0.05 else None,
         lambda: t.clear() if not accounting and rng.random() < 0.02 else None,
@@ -150,8 +180,9 @@ def switch_often() -> Any:
     sys.setswitchinterval(old)
 
 
+@pytest.mark.parametrize("keys", sorted(POOLS))
 @pytest.mark.parametrize("accounting", [True, False], ids=["accounting", "chaos"])
-def test_threads_calling_every_method_at_random(Table: type, switch_often: Any, accounting: bool) -> None:
+def test_threads_calling_every_method_at_random(Table: type, switch_often: Any, accounting: bool, keys: str) -> None:
     t = Table(1.0, resolution=0.05, now=1000.0)
     added: List[Any] = []
     handed_back: List[Any] = []
@@ -161,7 +192,7 @@ def test_threads_calling_every_method_at_random(Table: type, switch_often: Any, 
     sys.unraisablehook = lambda args: unraisable.append(f"{args.exc_type.__name__}: {args.exc_value}")
     stop = time.monotonic() + SECONDS
     try:
-        threads = [threading.Thread(target=worker, args=(t, seed, accounting, added, handed_back, errors, stop))
+        threads = [threading.Thread(target=worker, args=(t, seed, accounting, added, handed_back, errors, stop, POOLS[keys]))
                    for seed in range(1, THREADS + 1)]
         for thread in threads:
             thread.start()
@@ -177,7 +208,7 @@ def test_threads_calling_every_method_at_random(Table: type, switch_often: Any, 
     if accounting:
         tokens = [value for value in handed_back if type(value) in (Token, Backtalk)]
         assert len({id(v) for v in tokens}) == len(tokens), "a value was handed back twice"
-        present: Dict[int, Any] = {key: t[key] for key in t}
+        present: Dict[Any, Any] = {key: t[key] for key in t}
         assert not {id(v) for v in present.values()} & {id(v) for v in tokens}, "a value handed back is still in"
         assert all(v.key == k for k, v in present.items()), "a value sits under another key"
         ids = {id(v) for v in added}

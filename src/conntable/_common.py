@@ -17,11 +17,17 @@ import time
 from collections.abc import Mapping
 from typing import Any, NamedTuple, Optional
 
-__all__ = ("Expired", "TableFull", "MAX_KEY")
+__all__ = ("Expired", "TableFull", "FAST_LIMIT")
 
-#: Keys are ints in ``[0, MAX_KEY]``: 63 bits, so that a key fits a C
-#: ``uint64_t`` with the top bit free to mark unused slots.
-MAX_KEY = 2**63 - 1
+#: Exact ints in ``[0, FAST_LIMIT)`` are the int fast path: such an int is
+#: its own hash (CPython's hash modulus is ``2**61 - 1``), so the compiled
+#: index stores it in place of its hash and keeps no key object. Every other
+#: hashable key (a larger or negative int too) takes the general path.
+FAST_LIMIT = 2**61 - 1
+
+#: How many times one lookup starts again because a key's ``__eq__`` (or a
+#: ``__del__`` it set off) changed the table under it, before RuntimeError.
+MAX_RESTARTS = 1000
 
 #: The most entries a table can hold: slot positions and slab indices are 32-bit.
 MAX_CAPACITY = 2**30
@@ -44,7 +50,8 @@ TICK_SLACK = 1e-6
 class Expired(NamedTuple):
     """An entry that :meth:`ConnectionTable.expire` removed."""
 
-    key: int
+    #: The key object the table stored (the first of the equal keys it was given).
+    key: Any
     value: Any
     #: ``"idle"`` or ``"deadline"``: which of the two made the entry due.
     reason: str
@@ -54,20 +61,40 @@ class TableFull(Exception):
     """Raised by an insertion when the table already holds ``max_size`` entries."""
 
 
-def check_key(key: object) -> int:
-    """Return ``key`` as an exact int in range, or raise the error that says why not.
+def refuse_present(key: object) -> None:
+    """``add``'s KeyError for a key already in the table."""
+    raise KeyError(f"key {key!r} is already in the table")
 
-    ``operator.index`` semantics: an int subclass becomes an exact int without
-    any of its methods being called, an ``__index__`` that returns a non-int
-    is a TypeError. No dict ever sees the key before this.
+
+def refuse_restarts() -> None:
+    """A lookup gave up: the table kept changing under a key's ``__eq__``."""
+    raise RuntimeError(
+        f"the connection table changed during {MAX_RESTARTS} key comparisons in a row "
+        "(a key's __eq__ keeps changing it)"
+    )
+
+
+_NO_VALUE = object()
+
+
+def mapping_eq(table: Any, other: object) -> Any:
+    """``table == other``, as a dict compares: any Mapping with the same keys and equal values.
+
+    The table's pairs are taken first (its iteration refuses a change of
+    size): the comparisons below run user code, which may change it.
     """
-    if type(key) is not int:
-        if type(key) is bool or not hasattr(type(key), "__index__"):
-            raise TypeError(f"connection table keys are ints, not {type(key).__name__}")
-        key = operator.index(key)
-    if not 0 <= key <= MAX_KEY:  # type: ignore[operator]
-        raise OverflowError(f"connection table key {key} is outside [0, 2**63)")
-    return key  # type: ignore[return-value]
+    if not isinstance(other, Mapping):
+        return NotImplemented
+    if other is table:
+        return True
+    pairs = list(table.items())
+    if len(pairs) != len(other):
+        return False
+    for key, value in pairs:
+        theirs = other.get(key, _NO_VALUE)  # not other[key]: a defaultdict would insert it
+        if theirs is _NO_VALUE or not (theirs is value or value == theirs):
+            return False
+    return True
 
 
 def _as_float(name: str, value: object) -> float:

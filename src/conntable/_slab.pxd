@@ -6,10 +6,14 @@
 # value; NULL when entry i is free) and ``pos[i]``, the position of the
 # entry's slot in the index, or FREE_BIT | the next free slab index
 # (FREE_END ends the list) when entry i is free. The free list therefore
-# costs no memory of its own.
+# costs no memory of its own. ``keys[i]`` is an owned reference to the key
+# object of an entry whose key is not an int of the index's fast path, NULL
+# otherwise; the whole array is NULL until the first such key arrives, so a
+# table of int ids never pays for it.
 #
 # Costs: allocate and free are O(1) pops and pushes; iteration is
-# O(capacity). 28 bytes an entry, in three arrays (a struct would pad).
+# O(capacity). 28 bytes an entry, in three arrays (a struct would pad),
+# and 8 more once ``keys`` exists.
 # Stable indices let the wheel links refer to an entry by a 32-bit number;
 # compaction is left to the table, which knows everyone who holds one.
 # The values are in a C array the table owns, not in a Python list: no
@@ -41,6 +45,7 @@ cdef struct Timers:
 cdef struct Slab:
     Timers *timers
     PyObject **values
+    PyObject **keys     # NULL until a key needs its object kept
     uint32_t *pos
     uint32_t capacity
     uint32_t free_head  # NIL when every entry is in use

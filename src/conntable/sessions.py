@@ -11,7 +11,9 @@
 
 How it works: each session is an entry of a ``conntable.ConnectionTable``
 (idle timeout ``idle_ttl``, deadline ``absolute_ttl`` after creation), keyed
-by an int from a counter; a dict maps tokens to sessions. One sweeper task,
+by its token (the table takes any hashable key; a str's hash is cached in
+it, so a lookup costs what a dict's does): the table is the only index of
+the sessions, with no side dict to keep in step. One sweeper task,
 the same class the connection manager uses, sleeps until the table's next
 expiry and removes what is due, so expiry costs O(expired) and nothing runs
 while nothing is due: no scan, no polling.
@@ -38,7 +40,7 @@ import asyncio
 import logging
 import math
 import secrets
-from typing import Any, Callable, Dict, List, Optional, Protocol
+from typing import Any, Callable, List, Optional, Protocol
 
 import conntable
 from conntable import Expired
@@ -72,15 +74,15 @@ class _Cleanable(Protocol):
 
 
 class _Session:
-    """One session: the table holds it under ``key``; the store's dict under ``token``."""
+    """One session: the table holds it under its ``token``; ``ended`` once ``on_expire`` was due."""
 
-    __slots__ = ("key", "token", "data", "holds")
+    __slots__ = ("token", "data", "holds", "ended")
 
-    def __init__(self, key: int, token: str, data: Any) -> None:
-        self.key = key
+    def __init__(self, token: str, data: Any) -> None:
         self.token = token
         self.data = data
         self.holds = 0
+        self.ended = False
 
 
 class SessionHold:
@@ -143,10 +145,8 @@ class SessionStore:
         # Checked now, so that what the table refuses fails here rather than at first use.
         conntable.ConnectionTable(self.idle_ttl, resolution=self.resolution)
         self._callbacks = Callbacks(logger, "session on_expire callback")
-        self._sessions: Dict[str, _Session] = {}
-        self._last_key = 0
         self._loop: Optional[asyncio.AbstractEventLoop] = None
-        self._table: Any = None
+        self._table: Any = None  # token -> _Session, made at the first use (on the running loop)
         self._sweeper: Optional[Sweeper] = None
         self._closed = False
 
@@ -160,21 +160,19 @@ class SessionStore:
         """
         if self._closed:
             raise RuntimeError("this SessionStore was shut down")
-        if self.max_sessions is not None and len(self._sessions) >= self.max_sessions:
+        if self.max_sessions is not None and len(self) >= self.max_sessions:
             raise SessionLimitReached(
-                f"{len(self._sessions)} sessions alive, max_sessions is {self.max_sessions}: "
+                f"{len(self)} sessions alive, max_sessions is {self.max_sessions}: "
                 f"none was evicted; retry once some end"
             )
         now = self._now()
         token = secrets.token_urlsafe(TOKEN_BYTES)
-        while token in self._sessions:  # 2**-256: never, but never is cheap to check
+        while token in self._table:  # 2**-256: never, but never is cheap to check
             token = secrets.token_urlsafe(TOKEN_BYTES)
-        key = self._last_key = self._last_key + 1
-        session = _Session(key, token, {} if data is None else data)
+        session = _Session(token, {} if data is None else data)
         deadline = None if self.absolute_ttl is None else now + self.absolute_ttl
-        self._table.add(key, session, deadline=deadline)
-        self._sessions[token] = session
-        self._sweeper.wake_if_earlier(self._table.due(key))  # type: ignore[union-attr]
+        self._table.add(token, session, deadline=deadline)
+        self._sweeper.wake_if_earlier(self._table.due(token))  # type: ignore[union-attr]
         return token
 
     def __getitem__(self, token: str) -> Any:
@@ -185,7 +183,7 @@ class SessionStore:
 
     def get(self, token: str, default: Any = None) -> Any:
         """The session's data (touching it), or ``default`` if there is no such session."""
-        session = self._sessions.get(token)
+        session = None if self._table is None else self._table.get(token)
         if session is None:
             return default
         self._touch(session)
@@ -193,10 +191,10 @@ class SessionStore:
 
     def __contains__(self, token: object) -> bool:
         """Whether the session is alive (does not touch it)."""
-        return token in self._sessions
+        return self._table is not None and token in self._table
 
     def __len__(self) -> int:
-        return len(self._sessions)
+        return 0 if self._table is None else len(self._table)
 
     def touch(self, token: str) -> None:
         """Record use of the session: its idle clock starts again. KeyError if there is none."""
@@ -205,7 +203,7 @@ class SessionStore:
     def delete(self, token: str) -> None:
         """End the session now; ``on_expire`` runs before this returns. KeyError if there is none."""
         session = self._live(token)
-        del self._table[session.key]
+        del self._table[token]
         self._end(session)
 
     # -- holding sessions open ---------------------------------------------------------
@@ -219,7 +217,7 @@ class SessionStore:
         session = self._live(token)
         session.holds += 1
         if session.holds == 1:
-            self._table.set_idle_timeout(session.key, math.inf)
+            self._table.set_idle_timeout(session.token, math.inf)
         return SessionHold(self, session)
 
     def bind(self, token: str, connection: _Cleanable) -> None:
@@ -251,10 +249,11 @@ class SessionStore:
         self._closed = True
         if self._sweeper is not None:
             await self._sweeper.stop()
-        for session in list(self._sessions.values()):
-            if self._table is not None and session.key in self._table:
-                del self._table[session.key]
-            self._end(session)
+        if self._table is not None:
+            for session in list(self._table.values()):
+                if self._table.get(session.token) is session:  # an on_expire may have deleted it meanwhile
+                    del self._table[session.token]
+                self._end(session)
         await self._callbacks.wait(seconds, CANCEL_TIMEOUT)
 
     async def __aenter__(self) -> "SessionStore":
@@ -264,11 +263,11 @@ class SessionStore:
         await self.shutdown()
 
     def __repr__(self) -> str:
-        return f"<SessionStore sessions={len(self._sessions)} idle_ttl={self.idle_ttl!r}>"
+        return f"<SessionStore sessions={len(self)} idle_ttl={self.idle_ttl!r}>"
 
     # -- internals ------------------------------------------------------------------------
     def _live(self, token: str) -> _Session:
-        session = self._sessions.get(token)
+        session = None if self._table is None else self._table.get(token)
         if session is None:
             raise KeyError("unknown or expired session")  # never echo the token into logs
         return session
@@ -292,29 +291,31 @@ class SessionStore:
 
     def _touch(self, session: _Session) -> None:
         self._now()
-        self._table.touch(session.key)
+        self._table.touch(session.token)
 
     def _release(self, session: _Session) -> None:
-        if self._sessions.get(session.token) is not session:  # ended meanwhile
+        if session.ended:
             return
         session.holds -= 1
         if session.holds == 0:
             self._now()
-            self._table.set_idle_timeout(session.key, None)
-            self._table.touch(session.key)  # the idle clock starts at the release
-            self._sweeper.wake_if_earlier(self._table.due(session.key))  # type: ignore[union-attr]
+            self._table.set_idle_timeout(session.token, None)
+            self._table.touch(session.token)  # the idle clock starts at the release
+            self._sweeper.wake_if_earlier(self._table.due(session.token))  # type: ignore[union-attr]
 
     def _expired(self, expired: List[Expired], _now: float) -> None:
         for _key, session, _why in expired:
             self._end(session)  # contains what on_expire raises: the batch always ends whole
 
     def _end(self, session: _Session) -> None:
-        """The one way out, once per session: forget the token, then ``on_expire``.
+        """The one way out, once per session, after the table let go of it: then ``on_expire``.
 
-        The token goes first, so the session is never half there whatever
+        The entry goes first (expiry removed it; delete and shutdown remove
+        it before calling this), so the session is never half there whatever
         ``on_expire`` does. (The token is never logged: it is a credential.)
         """
-        if self._sessions.pop(session.token, None) is None:
+        if session.ended:
             return
+        session.ended = True
         if self._on_expire is not None:
             self._callbacks.call(self._on_expire, session.token, session.data)

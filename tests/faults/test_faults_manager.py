@@ -94,32 +94,43 @@ async def echoes(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, lin
 
 
 def _spawn_with_a_str_id(mgr: ConnectionManager) -> None:
-    """The TypeError must close the coroutine, as the KeyError for an unknown id does."""
+    """An id of no connection (a str: the table keys by any hashable, as a dict) must close the coroutine."""
     coro = forever()
     try:
         mgr.spawn("1", coro)  # type: ignore[arg-type]
-    except TypeError:
+    except KeyError:
         left_open = coro.cr_frame is not None
         coro.close()
         assert not left_open, "spawn() refused the id but left the coroutine open (a 'never awaited' warning)"
         raise
 
 
+def _get_absent(conn_id: Any) -> Callable[[ConnectionManager], Any]:
+    def call(mgr: ConnectionManager) -> None:
+        assert mgr.get(conn_id) is None  # as a dict's get answers for a key it does not hold
+        raise KeyError(f"absent: {conn_id!r}")
+
+    return call
+
+
 BadCall = Callable[[ConnectionManager], Any]
 API_CASES: List[Any] = [
-    pytest.param(lambda m: m.get("1"), TypeError, "ints", id="get-str"),
-    pytest.param(lambda m: m.get(NAN), TypeError, "ints", id="get-nan"),
-    pytest.param(lambda m: m.get(-1), OverflowError, "outside", id="get-negative"),
-    pytest.param(lambda m: m.touch(None), TypeError, "ints", id="touch-none"),
-    pytest.param(lambda m: m.touch(2**64), OverflowError, "outside", id="touch-2**64"),
+    # Ids are looked up as a dict would (the table takes any hashable key): an id of the
+    # wrong type is an id of no connection; an unhashable one is a TypeError.
+    pytest.param(_get_absent("1"), KeyError, "absent", id="get-str"),
+    pytest.param(_get_absent(NAN), KeyError, "absent", id="get-nan"),
+    pytest.param(_get_absent(-1), KeyError, "absent", id="get-negative"),
+    pytest.param(lambda m: m.get([1]), TypeError, "unhashable", id="get-unhashable"),
+    pytest.param(lambda m: m.touch(None), KeyError, "None", id="touch-none"),
+    pytest.param(lambda m: m.touch(2**64), KeyError, "18446744073709551616", id="touch-2**64"),
     pytest.param(lambda m: m.touch(99), KeyError, "99", id="touch-unknown"),
-    pytest.param(lambda m: m.add_cleanup(1.0, print), TypeError, "ints", id="add_cleanup-float-id"),
+    pytest.param(lambda m: m.add_cleanup("1", print), KeyError, "gone", id="add_cleanup-str-id"),
     pytest.param(lambda m: m.add_cleanup(99, print), KeyError, "99", id="add_cleanup-unknown"),
     pytest.param(lambda m: m.add_cleanup(1, 5), TypeError, "callable", id="add_cleanup-not-callable"),
     pytest.param(lambda m: m.spawn(1, 42), TypeError, "coroutine", id="spawn-not-a-coroutine"),
     # The argument's type is checked before the id is looked up: the same error whatever the id.
     pytest.param(lambda m: m.spawn(99, 42), TypeError, "coroutine", id="spawn-unknown-not-a-coroutine"),
-    pytest.param(_spawn_with_a_str_id, TypeError, "ints", id="spawn-str-id-closes-the-coroutine"),
+    pytest.param(_spawn_with_a_str_id, KeyError, "gone", id="spawn-str-id-closes-the-coroutine"),
     # Not parsed by float(), as the constructor's durations are not.
     pytest.param(lambda m: m.shutdown("soon"), TypeError, "grace", id="shutdown-str"),
     pytest.param(lambda m: m.shutdown(None), TypeError, "None", id="shutdown-none"),

@@ -3,8 +3,9 @@
 A systematic sweep, on both implementations (the ``Table`` fixture): each
 method, each argument, each kind of bad value (wrong type, out of range,
 NaN, infinities). "A clear error" means the expected exception type, and a
-message that names the argument (the key errors say keys are ints, or give
-the range). "Exactly as it was" means everything the public API can observe,
+message that names the argument (a key that cannot be hashed or compared
+raises what a dict raises: Python's "unhashable type", or the key's own
+exception from ``__hash__`` or ``__eq__``). "Exactly as it was" means everything the public API can observe,
 and what the table hands back as its clock runs on afterwards, equal those
 of a twin table that never saw the bad call. tests/test_table.py checks many
 of these cases one by one; this sweep makes sure none is missing.
@@ -78,19 +79,41 @@ KEY_CALLS: Dict[str, Call] = {
     "last_activity": lambda t, k: t.last_activity(k),
     "due": lambda t, k: t.due(k),
 }
-NOT_INT = (TypeError, "keys are ints")
-OUT_OF_RANGE = (OverflowError, r"outside \[0, 2\*\*63\)")
+class Refused(Exception):
+    """What a hostile key's ``__hash__`` or ``__eq__`` raises."""
+
+
+class RaisingHash:
+    def __hash__(self) -> int:
+        raise Refused("__hash__ refused")
+
+
+class RaisingEq:
+    """Hashes as the stored key 1, so every lookup compares with it: and ``__eq__`` raises."""
+
+    def __hash__(self) -> int:
+        return hash(1)
+
+    def __eq__(self, other: object) -> bool:
+        raise Refused("__eq__ refused")
+
+
+class RaisingEqLarge(RaisingEq):
+    """The same against LARGEST_KEY, an int outside the fast path (a stored key object)."""
+
+    def __hash__(self) -> int:
+        return hash(LARGEST_KEY)
+
+
+UNHASHABLE = (TypeError, "unhashable type")
 BAD_KEYS = {
-    "str": ("1", *NOT_INT),
-    "bytes": (b"1", *NOT_INT),
-    "float": (1.0, *NOT_INT),
-    "nan": (NAN, *NOT_INT),
-    "inf": (INF, *NOT_INT),
-    "none": (None, *NOT_INT),
-    "bool": (True, *NOT_INT),
-    "negative": (-1, *OUT_OF_RANGE),
-    "2**63": (2**63, *OUT_OF_RANGE),
-    "-2**64": (-(2**64), *OUT_OF_RANGE),
+    "list": ([1], *UNHASHABLE),
+    "dict": ({}, *UNHASHABLE),
+    "set": ({1}, *UNHASHABLE),
+    "tuple-of-list": ((1, [2]), *UNHASHABLE),
+    "raising-hash": (RaisingHash(), Refused, "__hash__ refused"),
+    "raising-eq": (RaisingEq(), Refused, "__eq__ refused"),
+    "raising-eq-large": (RaisingEqLarge(), Refused, "__eq__ refused"),
 }
 
 # -- times, durations, counts --------------------------------------------------------------
@@ -172,8 +195,10 @@ def test_bad_input_is_refused_and_changes_nothing(Table, call, value, error, pat
 def test_touch_many_with_one_bad_key_changes_nothing(Table):
     t = populated(Table)
     t.expire(102.0)
-    with pytest.raises(TypeError, match="keys are ints"):
-        t.touch_many([2, "x"])
+    with pytest.raises(TypeError, match="unhashable"):
+        t.touch_many([2, ["x"]])
+    with pytest.raises(Refused):
+        t.touch_many([2, 3, RaisingEq()])  # located after 2 and 3: neither is touched
     reference = populated(Table)
     reference.expire(102.0)
     assert observed(t) == observed(reference)
