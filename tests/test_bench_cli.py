@@ -113,3 +113,21 @@ def test_a_tiny_run_writes_its_tables_json_and_plot(tmp_path):
     assert {r["subject"] for r in results} >= expected
     assert all(r["size"] == 100 and r["value"] > 0 for r in results if r["value"] is not None)
     assert plot_path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_keys_workload_compares_every_kind_of_key(tmp_path):
+    json_path = tmp_path / "keys.json"
+    run = subprocess.run(
+        [sys.executable, "-m", "conntable", "bench", "--quick", "--workloads", "keys", "--sizes", "1000",
+         "--repeats", "1", "--json", str(json_path)],
+        capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert "unexpected outcome" not in run.stderr  # every sweep removed exactly the entries due
+    results = json.loads(json_path.read_text())["results"]
+    variants = {r["variant"] for r in results}
+    for operation in ("touch", "churn", "sweep", "memory"):
+        for kind in ("int", "str", "object"):
+            assert f"{operation}, {kind} keys" in variants
+    subjects = {r["subject"] for r in results if r["value"] is not None}
+    assert {"conntable-py", "keys-dict", "keys-odict", "keys-ttlcache"} <= subjects
+    assert all(r["detail"].get("valid", True) for r in results)

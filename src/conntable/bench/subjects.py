@@ -187,6 +187,9 @@ REFERENCE_LABELS: Dict[str, str] = {
     "dict-store": "dict: d[k] = v",
     "call-floor": "floor: no-op METH_O call ().count(k)",
     "bare-loop": "bare loop: for k in keys: pass",
+    "keys-dict": "dict (d[k] = v; sweep: full scan)",
+    "keys-odict": "OrderedDict (move_to_end)",
+    "keys-ttlcache": "cachetools.TTLCache",
 }
 
 
