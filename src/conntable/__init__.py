@@ -1,7 +1,9 @@
 """conntable: the connection table of a high-connection-count server.
 
-``ConnectionTable`` maps connection ids to values and keeps, per entry, the
-last activity, an idle timeout and an optional deadline. Recording activity
+``ConnectionTable`` maps keys (connection ids as ints, strs or UUIDs, or the
+connection objects themselves: any hashable, with a dict's semantics) to
+values and keeps, per entry, the last activity, an idle timeout and an
+optional deadline. Recording activity
 (:meth:`~ConnectionTable.touch`) is one cheap C call; finding the entries
 that are due (:meth:`~ConnectionTable.expire`) costs O(expired), thanks to a
 hierarchical timer wheel.

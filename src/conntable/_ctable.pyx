@@ -69,6 +69,7 @@ from conntable._index cimport (
     Slot,
     index_alloc,
     index_find_int,
+    index_find_same,
     index_free,
     index_home,
     index_insert,
@@ -111,7 +112,7 @@ cdef extern from "Python.h":
     bint PyLong_CheckExact(object o)
     bint PyFloat_CheckExact(object o)
     double PyFloat_AS_DOUBLE(object o)
-    # Errors are checked by the caller (the result is > MAX_KEY).
+    # Errors are checked by the caller (the result is then >= FAST_LIMIT).
     unsigned long long long_as_u64 "PyLong_AsUnsignedLongLong"(object o) noexcept
     PyObject *long_from_u64 "PyLong_FromUnsignedLongLong"(unsigned long long v) noexcept
     void PyErr_Clear() noexcept
@@ -149,6 +150,15 @@ cdef extern from *:
     }
     """
     bint small_key "ct_small_key"(object o, uint64_t *out) noexcept
+
+cdef extern from *:
+    """
+    /* An exact str's cached hash, or -1 (not an exact str, or not hashed yet). */
+    static inline Py_hash_t ct_str_hash(PyObject *o) {
+        return PyUnicode_CheckExact(o) ? ((PyASCIIObject *)o)->hash : -1;
+    }
+    """
+    Py_hash_t str_hash "ct_str_hash"(object o) noexcept
 
 cdef extern from *:
     """
@@ -238,6 +248,7 @@ cdef inline uint64_t key_hash(object key, bint *fast) except 0xFFFFFFFFFFFFFFFF:
     [0, FAST_LIMIT) is its own hash and is read in place.
     """
     cdef uint64_t k
+    cdef Py_hash_t cached
     if PyLong_CheckExact(key):
         if small_key(key, &k) and k < FAST_LIMIT:
             fast[0] = True
@@ -248,6 +259,9 @@ cdef inline uint64_t key_hash(object key, bint *fast) except 0xFFFFFFFFFFFFFFFF:
             return k
         PyErr_Clear()  # negative or too large: an int like any other key
     fast[0] = False
+    cached = str_hash(key)  # a str that was hashed before (a connection id): read in place
+    if cached != -1:
+        return <uint64_t>cached
     return key_hash_slow(key)
 
 
@@ -453,14 +467,18 @@ cdef class ConnectionTable:
     cdef inline uint64_t _locate(self, object key, uint64_t h, bint fast) except 0xFFFFFFFFFFFFFFFD:
         """The position of the slot of ``key`` (hashed to ``h``), or NO_SLOT.
 
-        An int of the fast path is one probe of C; anything else (or an int
-        whose hash another key shares) is compared as a dict does.
+        An int of the fast path is one probe of C, and so is the very key
+        object stored (a server touches the id it registered) or a key whose
+        hash no stored key has; anything else (a slot of the same hash and
+        another object) is compared as a dict does.
         """
         cdef uint64_t pos
         if fast:
             pos = index_find_int(&self.index, h)
-            if pos != COLLIDED:
-                return pos
+        else:  # identity first: no call (keys is only read at a slot of another key object)
+            pos = index_find_same(&self.index, h, <void *>key, <void **>self.slab.keys)
+        if pos != COLLIDED:
+            return pos
         return self._find_general(key, h)
 
     cdef uint64_t _find_general(self, object key, uint64_t h) except 0xFFFFFFFFFFFFFFFD:

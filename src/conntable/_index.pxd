@@ -140,6 +140,30 @@ cdef inline uint64_t index_find_int(const Index *ix, uint64_t key) noexcept nogi
         pos = index_next(ix, pos)
 
 
+cdef inline uint64_t index_find_same(const Index *ix, uint64_t h, const void *key,
+                                     void **keys) noexcept nogil:
+    """The position of the slot holding the very object ``key`` (hashed to ``h``), NO_SLOT, or COLLIDED.
+
+    Identity only, as the first step of a dict lookup: a slot of hash ``h``
+    holding another object (which ``==`` might find equal) is COLLIDED, and
+    the caller compares. NO_SLOT means no slot has hash ``h``: no key can be
+    equal to ``key``.
+    """
+    cdef uint64_t pos = index_home(ix, h)
+    cdef uint64_t found
+    cdef uint32_t ref
+    while True:
+        found = ix.slots[pos].hash
+        if found == h:
+            ref = ix.slots[pos].ref
+            if ref & INT_KEY or keys[ref] != key:
+                return COLLIDED
+            return pos
+        if found == EMPTY_KEY:
+            return NO_SLOT
+        pos = index_next(ix, pos)
+
+
 cdef inline void index_insert(Index *ix, uint64_t h, uint32_t epoch, uint32_t ref,
                               uint32_t *owner_pos) noexcept nogil:
     """Insert a key known to be absent (the caller keeps the load <= 3/4)."""

@@ -342,14 +342,15 @@ class ConnectionTable:
         iterable or an ``__eq__`` that changes the table as it goes sees none
         of its keys touched yet, and one that raises leaves none touched).
         """
-        batch = [(key, _hash(key)) for key in keys]
+        batch = list(keys)  # the iterable may run code (and change the table): only collect here
+        hashes = [_hash(key) for key in batch]  # ints: no GC-tracked allocation, so no collection starts here
         restarts = 0
         with self._lock:
             while True:
                 layout = self._layout
                 hits: List[_Entry] = []
                 index = self._index
-                for key, h in batch:
+                for key, h in zip(batch, hashes):
                     entry = index.get(h)
                     if entry is not None and not (type(key) is int and entry.fast == key):
                         entry = self._find(key, h)  # anything but an int of the fast path found at once
@@ -612,7 +613,7 @@ class ConnectionTable:
             restarts += 1
             if restarts > _MAX_RESTARTS:
                 c.refuse_restarts()
-        return plan, sum(1 for where in plan if where is None)
+        return plan, plan.count(None)  # (not a generator: CPython 3.12 can crash making one out of memory)
 
     def clear(self) -> None:
         """Remove every entry; the values are released after the table is empty."""
