@@ -34,14 +34,17 @@ def test_every_cell_comes_from_the_run_and_missing_ones_are_dashes(tmp_path):
         result("touch", "", 1_000_000, "conntable", 2.5e-6, "s/op"),
         result("memory", "RSS delta", 1_000_000, "conntable", 70.6, "B/conn"),
         result("wakeups", "busy minute", 100_000, "conntable", 10, "callbacks/min"),
-        result("wakeups", "busy minute", 1_000_000, "conntable", 11, "callbacks/min"),
+        result("wakeups", "busy minute", 1_000_000, "conntable", 10, "callbacks/min"),
+        # A count that grows with the connections is shown per connection.
+        result("wakeups", "busy minute", 100_000, "lazy-call_at-asyncio", 125_000, "callbacks/min"),
+        result("wakeups", "busy minute", 1_000_000, "lazy-call_at-asyncio", 1_250_000, "callbacks/min"),
     ])
     assert lines[0] == "Test CPU (2 CPUs), CPython 3.x, conntable 0 (cython), 2026-01-01"
     rows = [line for line in lines if line.startswith("| ") and not line.startswith("| |")]
     assert rows[0] == "| touch | 100k | 24.7 ns | 176 ns | – | – | – | – | – | – |"
     assert rows[1] == "| touch | 1M | 2.50 µs | – | – | – | – | – | – | – |"
     assert rows[2] == "| bytes/conn (RSS) | 1M | 70.6 B | – | – | – | – | – | – | – |"
-    assert rows[3] == "| timer callbacks, busy minute | any | 11 | – | – | – | – | – | – | – |"
+    assert rows[3] == "| timer callbacks, busy minute | any | 10 | – | – | – | – | – | – | 1.25 per conn |"
     assert len(rows) == 4
     (at_100k,) = [line for line in lines if line.startswith("- 100k:")]
     assert "d[k] = v 49.4 ns" in at_100k and "touch/d[k]=v 0.50x" in at_100k and "touch/floor 2.00x" in at_100k

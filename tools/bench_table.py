@@ -79,6 +79,12 @@ def table(values: Dict[Key, Tuple[float, str]]) -> List[str]:
             row_sizes = row_sizes[-1:]
         for size in row_sizes:
             cells = [cell(values, (workload, variant, size, subject)) for _, subject in COLUMNS]
+            if workload in SIZELESS:  # a count that grows with the size is shown per connection
+                for column, (_, subject) in enumerate(COLUMNS):
+                    counts = {values[(workload, variant, s, subject)][0]
+                              for s in sizes if (workload, variant, s, subject) in values}
+                    if len(counts) > 1:
+                        cells[column] = f"{values[(workload, variant, size, subject)][0] / size:.3g} per conn"
             n = "any" if workload in SIZELESS else size_label(size)
             lines.append(f"| {label} | {n} | " + " | ".join(cells) + " |")
     return lines

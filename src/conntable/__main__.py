@@ -84,10 +84,10 @@ def build_parser() -> argparse.ArgumentParser:
         "bench", help="benchmark conntable against today's connection registries",
         description="Benchmark conntable against the registries servers use today, side by side "
                     "in one process. Progress (with an estimate of the time left) goes to stderr, "
-                    "the tables to stdout. Measured on a shared 2-vCPU VM: --quick 40 s, the full "
-                    "run 7.4 minutes, both 2-3x longer while the VM was busy with other work.")
+                    "the tables to stdout. Measured on a shared 2-vCPU VM, with the keys workload: "
+                    "--quick about 1 minute, the full run 16 minutes; longer while the VM is busy.")
     bench.add_argument("--quick", action="store_true",
-                       help="10k and 100k connections, fewer and shorter rounds (40 s on a quiet 2-vCPU VM)")
+                       help="10k and 100k connections, fewer and shorter rounds (about 1 minute on a 2-vCPU VM)")
     bench.add_argument("--sizes", nargs="+", type=parse_size, metavar="N",
                        help="connection counts (default 10k 100k 1M; --quick: 10k 100k)")
     bench.add_argument("--workloads", nargs="+", choices=list(ALL), metavar="NAME",
