@@ -32,8 +32,8 @@ number of processes never exceed it, and nothing is evicted. Both keys share
 one hash tag, so the scripts also run on Redis Cluster (in one slot).
 
 **What each process keeps.** A local timer wheel (a
-:class:`conntable.ConnectionTable`) holds an entry for each session this
-process *tracks*: one it holds (:meth:`~RedisSessionStore.hold`,
+:class:`conntable.ConnectionTable`, keyed by the token itself) holds an
+entry for each session this process *tracks*: one it holds (:meth:`~RedisSessionStore.hold`,
 :meth:`~RedisSessionStore.bind`, a request in the ASGI middleware), one it
 attached cleanups to (:meth:`~RedisSessionStore.add_cleanup`), and, when
 ``on_expire`` is given, each it created or held, until it ends. One task,
@@ -68,7 +68,7 @@ import json
 import logging
 import math
 import secrets
-from typing import Any, Callable, Dict, List, Optional, Protocol, Tuple
+from typing import Any, Callable, List, Optional, Protocol, Tuple
 
 import redis.asyncio as aioredis
 from redis import exceptions as redis_errors
@@ -200,12 +200,11 @@ class _Cleanable(Protocol):
 
 
 class _Tracked:
-    """A session this process follows: its wheel entry is ``key``; ``armed`` while it is in the wheel."""
+    """A session this process follows: the value of its token's entry in the store's table."""
 
-    __slots__ = ("key", "token", "data", "holds", "released", "touched", "cleanups", "follow", "armed", "ended")
+    __slots__ = ("token", "data", "holds", "released", "touched", "cleanups", "follow", "ended")
 
-    def __init__(self, key: int, token: str, data: Any) -> None:
-        self.key = key
+    def __init__(self, token: str, data: Any) -> None:
         self.token = token
         self.data = data
         self.holds = 0
@@ -213,7 +212,6 @@ class _Tracked:
         self.touched = -math.inf  # (loop time) when this process last set its TTL
         self.cleanups: List[Cleanup] = []
         self.follow = False  # on_expire is due for it: tracked until it ends
-        self.armed = False
         self.ended = False
 
 
@@ -286,10 +284,11 @@ class RedisSessionStore:
         self._access = client.register_script(_ACCESS)
         self._delete = client.register_script(_DELETE)
         self._count = client.register_script(_COUNT)
-        self._tracked: Dict[str, _Tracked] = {}
-        self._last_key = 0
         self._callbacks = Callbacks(logger, "session cleanup")
         self._loop: Optional[asyncio.AbstractEventLoop] = None
+        # Token -> _Tracked for every session this process follows, the one registry: an entry
+        # with a deadline is armed (refreshed or checked then); one without (the table's idle
+        # timeout is infinite) is in a batch on its way to Redis.
         self._table: Any = None
         self._refresher: Optional["asyncio.Task[None]"] = None
         self._waiter: Optional["asyncio.Future[None]"] = None
@@ -367,7 +366,7 @@ class RedisSessionStore:
         if reply is None:
             return default
         data = self.serializer.loads(reply[1])
-        tracked = self._tracked.get(token)
+        tracked = self._followed(token)
         if tracked is not None:
             tracked.data = data
         return data
@@ -384,7 +383,7 @@ class RedisSessionStore:
         raw = self.serializer.dumps(data)
         if await self._touch(token, "save", raw) is None:
             raise KeyError("unknown or expired session")
-        tracked = self._tracked.get(token)
+        tracked = self._followed(token)
         if tracked is not None:
             tracked.data = data
 
@@ -406,7 +405,7 @@ class RedisSessionStore:
         """
         self._check_token(token)
         gone = not await self._call(self._delete, self._keys(token), [token])
-        tracked = self._tracked.get(token)
+        tracked = self._followed(token)
         if tracked is not None:
             self._end(tracked)
         if gone:
@@ -419,7 +418,7 @@ class RedisSessionStore:
 
     def __len__(self) -> int:
         """How many sessions this process tracks (:meth:`count` counts them all)."""
-        return len(self._tracked)
+        return 0 if self._table is None else len(self._table)
 
     # -- local resources ---------------------------------------------------------------
     async def open(self, token: str) -> Tuple[Any, SessionHold]:
@@ -440,7 +439,7 @@ class RedisSessionStore:
         reply = await self._touch(token, "touch")
         if reply is None:
             raise KeyError("unknown or expired session")
-        tracked = self._tracked.get(token)
+        tracked = self._followed(token)
         return self._hold(token, None if tracked is None else tracked.data, reply[0])
 
     async def bind(self, token: str, connection: _Cleanable) -> None:
@@ -464,7 +463,7 @@ class RedisSessionStore:
             raise TypeError(f"callback must be callable, not {type(callback).__name__}")
         self._check_token(token)
         reply = await self._call(self._access, self._keys(token), ["peek", token, 0])
-        tracked = self._tracked.get(token)
+        tracked = self._followed(token)
         if not reply:
             if tracked is not None:
                 self._end(tracked)
@@ -489,7 +488,7 @@ class RedisSessionStore:
         if refresher is not None:
             refresher.cancel()
             await asyncio.wait([refresher])
-        for tracked in list(self._tracked.values()):
+        for tracked in self._all_followed():
             self._end(tracked)
         await self._callbacks.wait(seconds)
         if self._owns_client:
@@ -503,7 +502,7 @@ class RedisSessionStore:
         await self.shutdown()
 
     def __repr__(self) -> str:
-        return f"<RedisSessionStore tracked={len(self._tracked)} idle_ttl={self.idle_ttl!r}>"
+        return f"<RedisSessionStore tracked={len(self)} idle_ttl={self.idle_ttl!r}>"
 
     # -- talking to Redis ----------------------------------------------------------------
     def _record(self, token: str) -> str:
@@ -533,7 +532,7 @@ class RedisSessionStore:
         """One access script; the reply, or None (and the local part ended) if the session is gone."""
         self._check_token(token)
         reply = await self._call(self._access, self._keys(token), [mode, token, self._idle_ms, raw])
-        tracked = self._tracked.get(token)
+        tracked = self._followed(token)
         if tracked is not None:
             if not reply:
                 self._end(tracked)
@@ -547,11 +546,17 @@ class RedisSessionStore:
         self._table = conntable.ConnectionTable(math.inf, resolution=self.resolution, now=loop.time())
         self._refresher = loop.create_task(self._refresh(), name="conntable-session-refresher")
 
+    def _followed(self, token: str) -> Optional[_Tracked]:
+        return None if self._table is None else self._table.get(token)
+
+    def _all_followed(self) -> List[_Tracked]:
+        return [] if self._table is None else list(self._table.values())
+
     def _track(self, token: str, data: Any) -> _Tracked:
-        tracked = self._tracked.get(token)
+        tracked = self._followed(token)
         if tracked is None:
-            key = self._last_key = self._last_key + 1
-            tracked = self._tracked[token] = _Tracked(key, token, data)
+            tracked = _Tracked(token, data)
+            self._table.add(token, tracked)  # not armed yet: the caller arms it
         return tracked
 
     def _hold(self, token: str, data: Any, ttl_ms: Any) -> SessionHold:
@@ -601,10 +606,8 @@ class RedisSessionStore:
 
     def _forget(self, tracked: _Tracked) -> None:
         tracked.ended = True
-        self._tracked.pop(tracked.token, None)
-        if tracked.armed:
-            del self._table[tracked.key]
-            tracked.armed = False
+        if self._table.get(tracked.token) is tracked:
+            del self._table[tracked.token]
 
     def _arm(self, tracked: _Tracked, seconds: float) -> None:
         """Put the session's wheel entry ``seconds`` from now (it is refreshed or checked then)."""
@@ -614,11 +617,10 @@ class RedisSessionStore:
         if now > self._table.now:
             self._table.expire(now, 0)  # moves the clock only
         when = now + max(seconds, 0.0)
-        if tracked.armed:
-            self._table.set_deadline(tracked.key, when)
-        else:
-            self._table.add(tracked.key, tracked, deadline=when)
-            tracked.armed = True
+        try:
+            self._table.set_deadline(tracked.token, when)
+        except KeyError:  # taken by a batch and not put back (a MemoryError there): back in now
+            self._table.add(tracked.token, tracked, deadline=when)
         if when < self._wake_before and self._waiter is not None and not self._waiter.done():
             self.early_wakeups += 1
             self._waiter.set_result(None)
@@ -636,9 +638,9 @@ class RedisSessionStore:
                 await self._sleep_until(when)
                 continue
             batch = [tracked for _key, tracked, _why in self._table.expire(now, BATCH)]
-            for tracked in batch:
-                tracked.armed = False
             try:
+                for tracked in batch:  # followed while on the way, with no deadline
+                    self._table.add(tracked.token, tracked)
                 touches, replies = await self._check(batch)
             except asyncio.CancelledError:
                 raise
@@ -661,7 +663,7 @@ class RedisSessionStore:
                 self._settle(tracked, touched, reply)
             if outage:  # back after an outage: a restart may have lost keys, check them all now
                 outage = False
-                for tracked in list(self._tracked.values()):
+                for tracked in self._all_followed():
                     self._arm(tracked, 0.0)
 
     async def _sleep_until(self, when: Optional[float]) -> None:

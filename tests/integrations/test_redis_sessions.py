@@ -305,13 +305,14 @@ def test_redis_killed_and_restarted_mid_run(redis_server, run):
 
 
 def consistent(store) -> None:
-    """The local wheel holds exactly the armed sessions this process tracks (the others are in flight)."""
+    """The store's one registry, its table, is keyed by the token and holds only live sessions."""
     table = store._table
-    for tracked in store._tracked.values():
+    assert len(store) == len(table)
+    for token, tracked in table.items():
+        assert type(token) is str and token == tracked.token
         assert not tracked.ended
-        assert tracked.armed == (tracked.key in table)
         assert tracked.holds >= 0
-    assert all(not tracked.ended and store._tracked[tracked.token] is tracked for tracked in table.values())
+    assert not [name for name, value in vars(store).items() if isinstance(value, dict)]  # no side registry
 
 
 def test_random_holds_touches_deletes_and_cleanups_stay_consistent(url, run):
