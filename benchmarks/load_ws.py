@@ -209,6 +209,7 @@ class ClientShare:
         self.active: List[Any] = []
         self.reset_idle: List[Any] = []
         self.failures = 0
+        self.failure_kinds: Dict[str, int] = {}  # "TimeoutError: ..." -> how many, for the report
         self.random = random.Random(index)
 
     async def open(self, count: int, into: List[Any]) -> None:
@@ -219,6 +220,9 @@ class ClientShare:
         """
         clients, failures = await connect_all(self.uri, count, opened=self.everyone, **self.options)
         self.failures += len(failures)
+        for failure in failures:
+            kind = f"{type(failure).__name__}: {str(failure)[:80]}"
+            self.failure_kinds[kind] = self.failure_kinds.get(kind, 0) + 1
         into += clients
 
 
@@ -242,7 +246,7 @@ class ClientShare:
             reset(client.transport)
         await self.open(len(doomed), self.active)
 
-    def outcome(self) -> Dict[str, int]:
+    def outcome(self) -> Dict[str, Any]:
         from websockets.protocol import State
 
         def count(clients: List[Any], state: State, code: Optional[int] = None) -> int:
@@ -250,6 +254,7 @@ class ClientShare:
 
         return {
             "failures": self.failures,
+            "failure_kinds": self.failure_kinds,
             "idle_reset": len(self.reset_idle),
             "idle_expected": len(self.idle),
             "idle_closed_1001": count(self.idle, State.CLOSED, 1001),
@@ -326,10 +331,19 @@ class Timeline:
     pipes: List[Any]
     ramp_from: float
     start: float
-    outcomes: List[Dict[str, int]]
+    outcomes: List[Dict[str, Any]]
 
-    def totals(self) -> Dict[str, int]:
-        return {key: sum(o[key] for o in self.outcomes) for key in self.outcomes[0]}
+    def totals(self) -> Dict[str, Any]:
+        total: Dict[str, Any] = {}
+        for outcome in self.outcomes:
+            for key, value in outcome.items():
+                if isinstance(value, dict):  # counts by kind: merged
+                    merged = total.setdefault(key, {})
+                    for kind, count in value.items():
+                        merged[kind] = merged.get(kind, 0) + count
+                else:
+                    total[key] = total.get(key, 0) + value
+        return total
 
 
 def run_timeline(children: Children, cfg: LoadConfig, client_target: Callable[..., None], port: int,
@@ -436,7 +450,9 @@ def failed_checks(run: Dict[str, Any]) -> List[str]:
     """What went wrong in one run (empty: every check passed)."""
     variant, problems = run["variant"], []
     if run["failures"]:
-        problems.append(f"{run['failures']} connections could not be opened")
+        kinds = sorted(run.get("failure_kinds", {}).items(), key=lambda item: -item[1])
+        said = "; ".join(f"{count} x {kind}" for kind, count in kinds[:3])
+        problems.append(f"{run['failures']} connections could not be opened" + (f" ({said})" if said else ""))
     if run["errors"]:
         problems.append(f"the server logged {run['errors']} errors, first: {run['first_errors']}")
     if run["active_open"] != run["active"]:
